@@ -1,0 +1,129 @@
+"""Fixtures: settings over a temporary data folder, databases (SQLite and PostgreSQL), apps,
+in-process clients and real `serve` processes."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.helpers.postgres import PostgresCluster, pg_bin
+from tests.helpers.server import Server, write_env
+from zerospeech_api.app import create_app
+from zerospeech_api.db.engine import Database
+from zerospeech_api.db.migrate import upgrade
+from zerospeech_api.settings import Settings
+
+# Cheap argon2 in tests that are not about hashing (the real parameters are tested and benched).
+FAST_HASH = {"argon2_time_cost": 1, "argon2_memory_kib": 8192}
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs it)")
+    cluster = PostgresCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'zerospeech.db'}"
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    return cluster.create_database(f"zr_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings over this test's temporary data folder, with overrides."""
+
+    def factory(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "data_dir": tmp_path / "data",
+            "secret_key": secrets.token_urlsafe(48),
+            "base_url": "http://testserver",
+            **FAST_HASH,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], database_url: str) -> Settings:
+    return make_settings(database_url=database_url)
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    """The migrated database of `settings` with the built-in rows."""
+    from zerospeech_api.bootstrap import ensure_builtin_rows
+
+    database = Database(settings.database)
+    upgrade(database.engine)
+    with database.transaction() as session:
+        ensure_builtin_rows(session=session)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    """In-process client (unit level); the e2e tests use `server`."""
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start real `serve` processes over a temporary data folder; all stopped at the end."""
+    started: list[Server] = []
+
+    def factory(
+        *, workers: int = 2, env: dict[str, str] | None = None, init: bool = True, **kwargs: object
+    ) -> Server:
+        import subprocess
+
+        from tests.helpers.processes import cli_command
+
+        values = {
+            "ZR_DATA_DIR": str(tmp_path / "data"),
+            "ZR_SECRET_KEY": secrets.token_urlsafe(48),
+            "ZR_ARGON2_TIME_COST": "1",
+            "ZR_ARGON2_MEMORY_KIB": "8192",
+            **(env or {}),
+        }
+        env_file = write_env(tmp_path / f"server-{len(started)}.env", values)
+        if init:
+            subprocess.run(
+                [*cli_command(), "--env-file", str(env_file), "init"],
+                check=True,
+                capture_output=True,
+                cwd=tmp_path,
+            )
+        server = Server(env_file, workers=workers, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()

@@ -1,0 +1,64 @@
+"""The app shell: index, health, error envelope, request ids, read-only mode, body limit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
+from zerospeech_api import __version__
+from zerospeech_api.app import create_app
+from zerospeech_api.errors import READ_ONLY_DETAIL
+
+
+def test_index_names_app_version_and_contact(client: TestClient) -> None:
+    body = client.get("/").json()
+    assert body["version"] == __version__
+    assert body["app"] == "zerospeech-api"
+    assert "@" in body["contact"]
+
+
+def test_health_checks_the_database(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_unknown_route_is_json_404_with_request_id(client: TestClient) -> None:
+    response = client.get("/no/such/route")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+    assert len(response.headers["x-request-id"]) == 32
+
+
+def test_incoming_request_id_is_kept_when_sane(client: TestClient) -> None:
+    assert client.get("/", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    odd = client.get("/", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert odd.headers["x-request-id"] != "bad id\twith spaces"
+
+
+def test_read_only_mode_refuses_writes_and_serves_reads(make_settings: Callable, db) -> None:
+    settings = make_settings(database_url=db.url, read_only=True)
+    with TestClient(create_app(settings)) as client:
+        refused = client.post("/auth/login", data={"username": "x", "password": "y"})
+        assert refused.status_code == 423
+        assert refused.json() == {"detail": READ_ONLY_DETAIL}
+        assert client.get("/health").status_code == 200
+        assert client.get("/_private/submit-available").json() is False
+
+
+def test_declared_body_over_limit_is_413_before_reading(make_settings: Callable, db) -> None:
+    settings = make_settings(database_url=db.url, max_request_bytes=2048)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/auth/login", content=b"x" * 4096)
+        assert response.status_code == 413
+        assert "too large" in response.json()["detail"]
+
+
+def test_docs_pages_reference_only_local_assets(client: TestClient) -> None:
+    for path in ("/docs", "/redoc"):
+        page = client.get(path)
+        assert page.status_code == 200
+        assert "http://" not in page.text and "https://" not in page.text, path
+    assert client.get("/static/docs/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/static/docs/redoc.standalone.js").status_code == 200

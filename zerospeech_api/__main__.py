@@ -1,0 +1,3 @@
+from zerospeech_api.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Users, sessions, sign-up, verification and password reset."""

@@ -1,0 +1,98 @@
+"""The application factory: settings, database, middleware, routers, offline docs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import text
+
+from zerospeech_api import __version__
+from zerospeech_api.accounts import pages as account_pages
+from zerospeech_api.accounts import router as accounts
+from zerospeech_api.benchmarks import router as benchmarks
+from zerospeech_api.db.engine import Database
+from zerospeech_api.deps import DatabaseDep, SettingsDep
+from zerospeech_api.docs import install_docs
+from zerospeech_api.errors import ERROR_RESPONSES, install_handlers
+from zerospeech_api.leaderboards import router as leaderboards
+from zerospeech_api.mail import Mailer
+from zerospeech_api.middleware import (
+    BodySizeLimitMiddleware,
+    ReadOnlyMiddleware,
+    RequestIdMiddleware,
+)
+from zerospeech_api.models import router as models
+from zerospeech_api.settings import Settings, load_settings
+from zerospeech_api.submissions import router as submissions
+
+log = logging.getLogger("zerospeech_api.app")
+
+system = APIRouter(tags=["system"])
+
+
+@system.get("/")
+def index(settings: SettingsDep) -> dict[str, str]:
+    """Name, version and contact of this server."""
+    return {
+        "app": settings.app_name,
+        "version": __version__,
+        "contact": settings.contact_email,
+        "docs": "/docs",
+    }
+
+
+@system.get("/health")
+def health(db: DatabaseDep) -> dict[str, str]:
+    """Liveness and database readiness."""
+    with db.session(read_only=True) as session:
+        session.execute(text("SELECT 1"))
+    return {"status": "ok", "database": db.engine.dialect.name}
+
+
+@system.get("/_private/submit-available")
+def submit_available(settings: SettingsDep) -> bool:
+    """True when submissions are open on this server (false in read-only mode)."""
+    return not settings.read_only
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build a new app; nothing global is touched, so tests build as many as they like."""
+    settings = settings or load_settings()
+    settings.require_secret()
+    db = Database(settings.database)
+    mailer = Mailer(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        mailer.close()
+        db.dispose()
+
+    app = FastAPI(
+        title="ZeroSpeech API",
+        version=__version__,
+        description="Backend of the Zero Resource Speech challenge: accounts, models, "
+        "submissions, evaluation and leaderboards.",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.mailer = mailer
+
+    install_handlers(app)
+    app.include_router(system)
+    for module in (accounts, benchmarks, models, submissions, leaderboards):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
+    app.include_router(account_pages.router)
+    install_docs(app)
+
+    # Outermost first: the request id wraps everything, then the cheap refusals.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(ReadOnlyMiddleware, enabled=settings.read_only)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,65 @@
+"""gunicorn as a library: options from Settings, extra command-line args, app from the factory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gunicorn.app.base import Application
+
+from zerospeech_api.settings import Settings
+
+WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    """The gunicorn settings derived from ours."""
+    return {
+        "bind": [settings.bind],
+        "workers": settings.workers,
+        "worker_class": WORKER_CLASS,
+        "timeout": settings.timeout,
+        "graceful_timeout": settings.graceful_timeout,
+        "keepalive": settings.keepalive,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "proc_name": "zerospeech-api",
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": settings.log_level,
+        # Stream uploads through: 0 disables gunicorn's limit on request line/field sizes? No:
+        # these defaults stay; body size is ours (BodySizeLimitMiddleware).
+    }
+
+
+class ZeroSpeechGunicorn(Application):
+    """`zerospeech-api serve`: our settings first, then `-c FILE`, then extra gunicorn args."""
+
+    def __init__(self, settings: Settings, extra_args: Sequence[str] = ()) -> None:
+        self.settings = settings
+        self.extra_args = list(extra_args)
+        super().__init__(
+            usage="zerospeech-api serve [gunicorn options]", prog="zerospeech-api serve"
+        )
+
+    def load_default_config(self) -> None:
+        super().load_default_config()
+
+    def load_config(self) -> None:
+        for key, value in gunicorn_options(self.settings).items():
+            self.cfg.set(key, value)
+        parser = self.cfg.parser()
+        args = parser.parse_args(self.extra_args)
+        if args.config:
+            self.load_config_from_file(args.config)
+        for key, value in vars(args).items():
+            if value is None or key in ("args", "config"):
+                continue
+            if key in self.cfg.settings:
+                self.cfg.set(key.lower(), value)
+
+    def load(self) -> Any:
+        from zerospeech_api.app import create_app
+        from zerospeech_api.logs import setup_logging
+
+        setup_logging(self.settings.log_level)
+        return create_app(self.settings)

@@ -1,0 +1,34 @@
+"""Terminal output helpers: readable tables and `fail(message)` (exit status 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NoReturn
+
+import click
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print `error: message` to stderr and exit non-zero."""
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Print rows as an aligned text table (`(none)` when empty)."""
+    text_rows = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    if not text_rows:
+        click.echo("(none)")
+        return
+    widths = [max(len(h), *(len(r[i]) for r in text_rows)) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in text_rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def fields(pairs: Iterable[tuple[str, object]]) -> None:
+    """Print `key: value` lines, keys aligned."""
+    items = [(k, "" if v is None else str(v)) for k, v in pairs]
+    width = max((len(k) for k, _ in items), default=0)
+    for key, value in items:
+        click.echo(f"{key.ljust(width)}  {value}")

@@ -1,0 +1,8 @@
+"""`users` admin commands."""
+
+import click
+
+
+@click.group(name="users")
+def group() -> None:
+    """Manage users."""

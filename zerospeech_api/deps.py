@@ -1,0 +1,97 @@
+"""Request-scoped dependencies as `Annotated` aliases: settings, DB session, current user."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.orm import Session
+
+from zerospeech_api.accounts.sessions import authenticate
+from zerospeech_api.db.engine import Database
+from zerospeech_api.db.tables import User
+from zerospeech_api.errors import Forbidden, Unauthorized
+from zerospeech_api.settings import Settings
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.db
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session committed before the response is sent; GET/HEAD sessions are read-only."""
+    db: Database = request.app.state.db
+    with db.session(read_only=request.method in READ_METHODS) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user of a request and the session id of their token."""
+
+    user: User
+    jti: str
+
+
+def get_caller(session: SessionDep, settings: SettingsDep, token: TokenDep) -> Caller:
+    if not token:
+        raise Unauthorized("not authenticated: send Authorization: Bearer <token>")
+    user, jti = authenticate(session=session, settings=settings, token=token)
+    return Caller(user=user, jti=jti)
+
+
+def get_optional_caller(
+    session: SessionDep, settings: SettingsDep, token: TokenDep
+) -> Caller | None:
+    if not token:
+        return None
+    user, jti = authenticate(session=session, settings=settings, token=token)
+    return Caller(user=user, jti=jti)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+OptionalCallerDep = Annotated[Caller | None, Depends(get_optional_caller)]
+
+
+def get_current_user(caller: CallerDep) -> User:
+    return caller.user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_admin_user(user: CurrentUser) -> User:
+    if not user.admin:
+        raise Forbidden("administrators only")
+    return user
+
+
+AdminUser = Annotated[User, Depends(get_admin_user)]
+
+
+def require_self_or_admin(username: str, user: User) -> None:
+    """403 unless the caller is `username` or an admin (the contract's profile rule)."""
+    if user.username != username and not user.admin:
+        raise Forbidden("not allowed: this resource belongs to another user")

@@ -1,0 +1,41 @@
+"""/docs and /redoc served from assets bundled in the package, never from a CDN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fastapi_offline
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
+ASSETS_PREFIX = "/static/docs"
+
+
+def install_docs(app: FastAPI) -> None:
+    """Mount the Swagger UI and ReDoc assets and the two pages (app created with docs off)."""
+    app.mount(ASSETS_PREFIX, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
+    title = f"{app.title} - API documentation"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=title,
+            swagger_js_url=f"{ASSETS_PREFIX}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS_PREFIX}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS_PREFIX}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=title,
+            redoc_js_url=f"{ASSETS_PREFIX}/redoc.standalone.js",
+            redoc_favicon_url=f"{ASSETS_PREFIX}/favicon.png",
+            with_google_fonts=False,
+        )

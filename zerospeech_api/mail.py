@@ -1,0 +1,89 @@
+"""Outgoing mail: SMTP in a background thread, or `.eml` files in <data>/outbox when no host."""
+
+from __future__ import annotations
+
+import logging
+import os
+import smtplib
+import ssl
+import tempfile
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+
+from zerospeech_api.settings import Settings
+
+log = logging.getLogger("zerospeech_api.mail")
+
+
+def outbox_dir(settings: Settings) -> Path:
+    return settings.data_dir / "outbox"
+
+
+class Mailer:
+    """Sends without blocking the caller; failures are logged, never raised into requests."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mail")
+
+    def compose(self, *, to: str, subject: str, body: str) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = self.settings.mail_from
+        message["To"] = to
+        message["Subject"] = subject
+        message["Date"] = formatdate(localtime=False)
+        message["Message-ID"] = make_msgid(domain="zerospeech-api")
+        message.set_content(body)
+        return message
+
+    def send(self, *, to: str, subject: str, body: str) -> Future[None]:
+        """Queue a message; returns a future the caller may ignore (tests wait on it)."""
+        message = self.compose(to=to, subject=subject, body=body)
+        return self._pool.submit(self._deliver, message)
+
+    def _deliver(self, message: EmailMessage) -> None:
+        try:
+            if self.settings.smtp_host:
+                self._send_smtp(message)
+                log.info("mail sent to %s: %s", message["To"], message["Subject"])
+            else:
+                path = self._write_eml(message)
+                log.info("mail written to %s", path)
+        except Exception as exc:  # a mail failure must not take a request or worker down
+            log.error("mail to %s failed: %s", message["To"], type(exc).__name__)
+
+    def _send_smtp(self, message: EmailMessage) -> None:
+        s = self.settings
+        context = ssl.create_default_context()
+        if s.smtp_tls == "ssl":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(
+                s.smtp_host, s.smtp_port, context=context, timeout=30
+            )
+        else:
+            client = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=30)
+        with client:
+            if s.smtp_tls == "starttls":
+                client.starttls(context=context)
+            if s.smtp_user:
+                client.login(s.smtp_user, s.smtp_password.get_secret_value())
+            client.send_message(message)
+
+    def _write_eml(self, message: EmailMessage) -> Path:
+        folder = outbox_dir(self.settings)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = (
+            folder
+            / f"{formatdate(usegmt=True)[5:25].replace(' ', '-').replace(':', '')}-{uuid.uuid4().hex[:12]}.eml"
+        )
+        # Write then rename, so a reader never sees half a message.
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(bytes(message))
+        os.replace(tmp, final)
+        return final
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

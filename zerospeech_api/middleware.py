@@ -1,0 +1,126 @@
+"""Pure ASGI middleware: request id, body-size limit before the body is read, read-only switch."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from zerospeech_api.errors import READ_ONLY_DETAIL
+from zerospeech_api.logs import request_id_var
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+async def send_json(
+    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()
+) -> None:
+    """Send a complete `{"detail": ...}` response from ASGI code."""
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestIdMiddleware:
+    """Takes a sane incoming X-Request-ID or makes one; logs and the response carry it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+class BodyTooLarge(Exception):
+    """Raised inside `receive` when a chunked body passes the limit."""
+
+
+class BodySizeLimitMiddleware:
+    """413 before reading when Content-Length is too big; cuts off chunked bodies past the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                await send_json(send, 400, "Content-Length is not a number")
+                return
+            if size > self.max_bytes:
+                await send_json(
+                    send, 413, f"request body too large: {size} bytes, limit {self.max_bytes}"
+                )
+                return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await send_json(send, 413, f"request body too large: limit {self.max_bytes} bytes")
+
+
+class ReadOnlyMiddleware:
+    """In read-only mode every write answers 423; reads pass."""
+
+    def __init__(self, app: ASGIApp, enabled: bool) -> None:
+        self.app = app
+        self.enabled = enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.enabled and scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            await send_json(send, 423, READ_ONLY_DETAIL)
+            return
+        await self.app(scope, receive, send)

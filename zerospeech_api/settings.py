@@ -1,0 +1,200 @@
+"""One typed, frozen settings object read from `ZR_*` variables and a `.env` file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "ZR_"
+PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "CHANGE_ME"}
+MIN_SECRET_LENGTH = 32
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the `ZR_` variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the appliance; each field has a laptop-safe default except the secret."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # --- where things live ---------------------------------------------------------------
+    data_dir: Path = Field(Path("data"), description="Data folder: database, uploads, logs.")
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL; empty means SQLite at <data_dir>/zerospeech.db. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host/db",
+    )
+    secret_key: SecretStr = Field(
+        SecretStr(""), description="Signs session tokens. `init` generates one into .env."
+    )
+    base_url: str = Field(
+        "http://127.0.0.1:8000", description="Public URL, used in e-mailed links."
+    )
+    app_name: str = Field("zerospeech-api", description="Name shown by GET / and in mails.")
+    contact_email: str = Field(
+        "contact@zerospeech.com", description="Contact address shown by GET / and in mails."
+    )
+    read_only: bool = Field(
+        False, description="Every write answers 423 (for upgrades and backups)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the API and the worker."
+    )
+
+    # --- gunicorn (serve) ----------------------------------------------------------------
+    bind: str = Field("127.0.0.1:8000", description="gunicorn bind: host:port or unix:/path.")
+    workers: int = Field(4, ge=1, le=64, description="gunicorn worker processes.")
+    timeout: int = Field(
+        900, ge=10, description="gunicorn worker timeout in seconds (large uploads)."
+    )
+    graceful_timeout: int = Field(
+        60, ge=1, description="Seconds a worker may finish in-flight requests on reload/stop."
+    )
+    keepalive: int = Field(5, ge=0, description="Seconds to keep idle connections open.")
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1", description="Proxies whose X-Forwarded-* headers are trusted (nginx)."
+    )
+
+    # --- accounts ------------------------------------------------------------------------
+    token_lifetime_days: int = Field(
+        7, ge=5, le=90, description="Session token lifetime (the zrc client assumes >= 5 days)."
+    )
+    verify_token_hours: int = Field(48, ge=1, description="E-mail verification link lifetime.")
+    reset_token_minutes: int = Field(
+        30, ge=5, le=59, description="Password reset link lifetime (under an hour)."
+    )
+    argon2_time_cost: int = Field(2, ge=1, description="argon2id iterations.")
+    argon2_memory_kib: int = Field(19456, ge=8192, description="argon2id memory in KiB.")
+    argon2_parallelism: int = Field(1, ge=1, description="argon2id lanes.")
+    login_max_failures_account: int = Field(
+        5, ge=1, description="Failed logins per account within the window before 429."
+    )
+    login_max_failures_address: int = Field(
+        20, ge=1, description="Failed logins per client address within the window before 429."
+    )
+    login_window_seconds: int = Field(300, ge=1, description="Login rate-limit window.")
+
+    # --- mail ----------------------------------------------------------------------------
+    smtp_host: str = Field("", description="SMTP server; empty writes .eml files to outbox/.")
+    smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port.")
+    smtp_tls: Literal["starttls", "ssl", "none"] = Field("starttls", description="SMTP TLS.")
+    smtp_user: str = Field("", description="SMTP user name.")
+    smtp_password: SecretStr = Field(SecretStr(""), description="SMTP password.")
+    mail_from: str = Field(
+        "ZeroSpeech <noreply@zerospeech.com>", description="From: address of outgoing mail."
+    )
+
+    # --- uploads -------------------------------------------------------------------------
+    max_request_bytes: int = Field(
+        520_000_000, ge=1024, description="Largest request body accepted (one 500 MB part)."
+    )
+    default_max_archive_bytes: int = Field(
+        50_000_000_000, ge=1024, description="Archive size limit for benchmarks without one."
+    )
+
+    # --- evaluation ----------------------------------------------------------------------
+    worker_processes: int = Field(1, ge=0, le=32, description="Evaluation workers (supervise).")
+    worker_poll_seconds: float = Field(
+        0.5, gt=0, description="How often an idle worker looks for jobs."
+    )
+    job_lease_seconds: int = Field(
+        60, ge=5, description="A claimed job is re-queued if its lease is not renewed in time."
+    )
+    job_max_attempts: int = Field(3, ge=1, description="Attempts before a job fails for good.")
+    evaluator_timeout_seconds: int = Field(
+        3600, ge=1, description="Default time limit of a command evaluator."
+    )
+    max_unpacked_bytes: int = Field(
+        100_000_000_000, ge=1024, description="Cap on an archive's unpacked size."
+    )
+    max_unpacked_files: int = Field(
+        200_000, ge=1, description="Cap on the number of files in an archive."
+    )
+
+    # --- leaderboards --------------------------------------------------------------------
+    leaderboard_max_age: int = Field(
+        60, ge=0, description="Cache-Control max-age of leaderboard reads, in seconds."
+    )
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_strength(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw and (raw in PLACEHOLDER_SECRETS or len(raw) < MIN_SECRET_LENGTH):
+            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} random characters")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+    @property
+    def database(self) -> str:
+        """The effective database URL (SQLite inside the data folder by default)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir.resolve() / 'zerospeech.db'}"
+
+    def require_secret(self) -> str:
+        """The secret key, or a `SettingsError` telling the operator to run `init`."""
+        raw = self.secret_key.get_secret_value()
+        if not raw:
+            raise SettingsError(
+                f"{ENV_PREFIX}SECRET_KEY is not set: run `zerospeech-api init` to generate one"
+            )
+        return raw
+
+    def public_items(self) -> dict[str, str]:
+        """Effective settings as text, secrets masked (for `check` and logs)."""
+        shown: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown[name] = "********" if value.get_secret_value() else "(unset)"
+            elif name == "database_url" and value:
+                shown[name] = _mask_url_password(value)
+            else:
+                shown[name] = str(value)
+        return shown
+
+
+def _mask_url_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparseable URL)"
+
+
+def env_file_path(env_file: str | os.PathLike[str] | None = None) -> Path:
+    """The .env path: the argument, else $ZR_ENV_FILE, else ./.env."""
+    return Path(env_file or os.environ.get(f"{ENV_PREFIX}ENV_FILE") or ".env")
+
+
+def load_settings(env_file: str | os.PathLike[str] | None = None, **overrides: object) -> Settings:
+    """Read settings from the .env file and the environment; errors name the variable."""
+    path = env_file_path(env_file)
+    try:
+        return Settings(_env_file=path if path.is_file() else None, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+        raise SettingsError("bad setting: " + "; ".join(problems)) from None
