@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import smtplib
@@ -74,10 +75,8 @@ class Mailer:
     def _write_eml(self, message: EmailMessage) -> Path:
         folder = outbox_dir(self.settings)
         folder.mkdir(parents=True, exist_ok=True)
-        final = (
-            folder
-            / f"{formatdate(usegmt=True)[5:25].replace(' ', '-').replace(':', '')}-{uuid.uuid4().hex[:12]}.eml"
-        )
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        final = folder / f"{stamp}-{uuid.uuid4().hex[:12]}.eml"
         # Write then rename, so a reader never sees half a message.
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:

@@ -47,9 +47,8 @@ def init(click_ctx: click.Context) -> None:
     with ctx.db.transaction() as session:
         for line in ensure_builtin_rows(session=session):
             click.echo(f"created {line}")
-    click.echo(
-        f"ready: data in {settings.data_dir.resolve()}, database {settings.public_items()['database_url'] or 'sqlite (embedded)'}"
-    )
+    database = settings.public_items()["database_url"] or "sqlite (embedded)"
+    click.echo(f"ready: data in {settings.data_dir.resolve()}, database {database}")
 
 
 @click.command()
