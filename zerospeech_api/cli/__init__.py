@@ -39,9 +39,9 @@ for command in (*run.COMMANDS, *ops.COMMANDS):
 
 def _register_groups() -> None:
     # Each admin area is one click group in its own module.
-    from zerospeech_api.cli import benchmarks, leaderboards, submissions, users
+    from zerospeech_api.cli import benchmarks, evaluators, leaderboards, submissions, users
 
-    for module in (users, benchmarks, submissions, leaderboards):
+    for module in (users, benchmarks, submissions, evaluators, leaderboards):
         main.add_command(module.group)
 
 

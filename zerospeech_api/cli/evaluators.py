@@ -1,0 +1,8 @@
+"""`evaluators` admin commands."""
+
+import click
+
+
+@click.group(name="evaluators")
+def group() -> None:
+    """Manage evaluators."""
