@@ -96,3 +96,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ReadOnlyMiddleware, enabled=settings.read_only)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def create_configured_app() -> FastAPI:
+    """Entry point for server processes: settings from $ZR_ENV_FILE/.env, logging set up."""
+    from zerospeech_api.logs import setup_logging
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    return create_app(settings)

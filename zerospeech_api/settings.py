@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Data folder: database, uploads, logs.")
     database_url: str = Field(
         "",
+        repr=False,  # may hold a password
         description="SQLAlchemy URL; empty means SQLite at <data_dir>/zerospeech.db. "
         "PostgreSQL: postgresql+psycopg://user:pass@host/db",
     )

@@ -35,7 +35,7 @@ def dev(ctx: CliContext, uvicorn_args: tuple[str, ...]) -> None:
         # The reloader starts fresh processes: they find the same .env through the environment.
         os.environ["ZR_ENV_FILE"] = str(Path(ctx.env_file).resolve())
     host, _, port = ctx.settings.bind.rpartition(":")
-    args = ["zerospeech_api.app:create_app", "--factory"]
+    args = ["zerospeech_api.app:create_configured_app", "--factory"]
     if not {"--host", "--port", "--uds", "--fd"} & set(uvicorn_args):
         args += ["--host", host or "127.0.0.1", "--port", port or "8000"]
     if "--no-reload" not in uvicorn_args:
