@@ -62,3 +62,31 @@ def test_docs_pages_reference_only_local_assets(client: TestClient) -> None:
         assert "http://" not in page.text and "https://" not in page.text, path
     assert client.get("/static/docs/swagger-ui-bundle.js").status_code == 200
     assert client.get("/static/docs/redoc.standalone.js").status_code == 200
+
+
+def test_unexpected_errors_are_a_bare_json_500(make_settings: Callable, db) -> None:
+    app = create_app(make_settings(database_url=db.url))
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals: /srv/data password=hunter2")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal server error"}
+    assert "hunter2" not in response.text and "Traceback" not in response.text
+
+
+def test_validation_errors_are_400_with_a_string_detail(make_settings: Callable, db) -> None:
+    app = create_app(make_settings(database_url=db.url))
+
+    @app.get("/typed")
+    def typed(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    with TestClient(app) as client:
+        response = client.get("/typed", params={"n": "not-a-number"})
+    assert response.status_code == 400
+    assert isinstance(response.json()["detail"], str)
+    assert "n" in response.json()["detail"]
