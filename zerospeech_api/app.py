@@ -17,6 +17,7 @@ from zerospeech_api.db.engine import Database
 from zerospeech_api.deps import DatabaseDep, SettingsDep
 from zerospeech_api.docs import install_docs
 from zerospeech_api.errors import ERROR_RESPONSES, install_handlers
+from zerospeech_api.evaluation import router as evaluation
 from zerospeech_api.leaderboards import router as leaderboards
 from zerospeech_api.mail import Mailer
 from zerospeech_api.middleware import (
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_handlers(app)
     app.include_router(system)
-    for module in (accounts, benchmarks, models, submissions, leaderboards):
+    for module in (accounts, benchmarks, models, submissions, leaderboards, evaluation):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(account_pages.router)
     install_docs(app)

@@ -123,10 +123,19 @@ class Settings(BaseSettings):
     max_unpacked_files: int = Field(
         200_000, ge=1, description="Cap on the number of files in an archive."
     )
+    worker_stop_grace_seconds: float = Field(
+        30, ge=0, description="On SIGTERM a worker may finish its job this long, else releases it."
+    )
+    evaluation_log_max_bytes: int = Field(
+        10_000_000, ge=4096, description="Evaluation log kept per submission (head and tail)."
+    )
 
     # --- leaderboards --------------------------------------------------------------------
     leaderboard_max_age: int = Field(
         60, ge=0, description="Cache-Control max-age of leaderboard reads, in seconds."
+    )
+    leaderboard_recheck_seconds: float = Field(
+        1.0, ge=0, description="A server process re-checks a cached leaderboard this often."
     )
 
     @field_validator("secret_key")

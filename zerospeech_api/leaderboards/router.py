@@ -1,5 +1,150 @@
-"""HTTP routes of leaderboards (thin: parse, call one service function, return a schema)."""
+"""Public leaderboard reads: JSON, CSV, one entry, lists; cacheable with ETag / 304."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+import hashlib
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from zerospeech_api.db.tables import Benchmark, Leaderboard
+from zerospeech_api.deps import SessionDep
+from zerospeech_api.errors import NotFound
+from zerospeech_api.leaderboards import service
+from zerospeech_api.leaderboards.cache import Compiled, LeaderboardCache, encode
+from zerospeech_api.leaderboards.schemas import LeaderboardDocument, LeaderboardInfo
 
 router = APIRouter(tags=["leaderboards"])
+
+NOT_MODIFIED = {304: {"description": "Not modified (the `If-None-Match` ETag is current)"}}
+
+
+def _cache(request: Request) -> LeaderboardCache:
+    state = request.app.state
+    cache = getattr(state, "leaderboard_cache", None)
+    if cache is None:
+        cache = LeaderboardCache(
+            state.db, recheck_seconds=state.settings.leaderboard_recheck_seconds
+        )
+        state.leaderboard_cache = cache
+    return cache
+
+
+async def _compiled(request: Request, label: str) -> Compiled:
+    cache = _cache(request)
+    return cache.fresh(label) or await run_in_threadpool(cache.load, label)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
+
+
+def cached_response(request: Request, body: bytes, etag: str, media_type: str) -> Response:
+    """200 with the body, or 304 when the client already has it; both cacheable publicly."""
+    max_age = request.app.state.settings.leaderboard_max_age
+    headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
+    if _matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def _json_response(request: Request, value: object) -> Response:
+    body = encode(value)  # type: ignore[arg-type]
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return cached_response(request, body, etag, "application/json")
+
+
+def _info(leaderboard: Leaderboard, entries: int) -> LeaderboardInfo:
+    return LeaderboardInfo(
+        label=leaderboard.label,
+        benchmark_id=leaderboard.benchmark_id,
+        entry_path=leaderboard.entry_path,
+        sort_key=leaderboard.sort_key,
+        order="descending" if leaderboard.descending else "ascending",
+        archived=leaderboard.archived,
+        entries=entries,
+        last_modified=leaderboard.updated_at.isoformat(),
+        json_url=f"/leaderboards/{leaderboard.label}/json",
+        csv_url=f"/leaderboards/{leaderboard.label}/csv",
+    )
+
+
+@router.get(
+    "/leaderboards/list",
+    response_model=list[LeaderboardInfo],
+    responses=NOT_MODIFIED,
+)
+def list_leaderboards(request: Request, session: SessionDep) -> Response:
+    """Every public leaderboard."""
+    rows = service.list_leaderboards(session=session)
+    return _json_response(request, [_info(lb, n).model_dump() for lb, n in rows])
+
+
+@router.get(
+    "/benchmarks/{benchmark_id}/leaderboards/list",
+    response_model=list[LeaderboardInfo],
+    responses=NOT_MODIFIED,
+)
+def benchmark_leaderboards(benchmark_id: str, request: Request, session: SessionDep) -> Response:
+    """The public leaderboards of one benchmark (none for a private one such as test-challenge)."""
+    if session.get(Benchmark, benchmark_id) is None:
+        raise NotFound(f"no benchmark {benchmark_id}")
+    rows = service.list_leaderboards(session=session, benchmark_id=benchmark_id)
+    return _json_response(request, [_info(lb, n).model_dump() for lb, n in rows])
+
+
+@router.get(
+    "/leaderboards/{label}/info",
+    response_model=LeaderboardInfo,
+    responses=NOT_MODIFIED,
+)
+def leaderboard_info(label: str, request: Request, session: SessionDep) -> Response:
+    """A leaderboard's definition, entry count and last change."""
+    leaderboard = service.get_leaderboard(session=session, label=label)
+    rows = service.list_leaderboards(session=session, benchmark_id=leaderboard.benchmark_id)
+    count = next((n for lb, n in rows if lb.id == leaderboard.id), 0)
+    return _json_response(request, _info(leaderboard, count).model_dump())
+
+
+@router.get(
+    "/leaderboards/{label}/json",
+    response_model=LeaderboardDocument,
+    responses=NOT_MODIFIED,
+)
+async def leaderboard_json(label: str, request: Request) -> Response:
+    """The compiled leaderboard `{"last_modified", "data": [ranked entries]}`."""
+    compiled = await _compiled(request, label)
+    return cached_response(request, compiled.body, compiled.etag, "application/json")
+
+
+@router.get(
+    "/leaderboards/{label}/csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}, **NOT_MODIFIED},
+)
+async def leaderboard_csv(label: str, request: Request) -> Response:
+    """The ranked entries as CSV, one column per dotted key (formula-like text is quoted)."""
+    compiled = await _compiled(request, label)
+    response = cached_response(
+        request, compiled.csv, compiled.csv_etag(), "text/csv; charset=utf-8"
+    )
+    response.headers["Content-Disposition"] = f'attachment; filename="{compiled.label}.csv"'
+    return response
+
+
+@router.get(
+    "/leaderboards/{label}/entry/{entry_id}",
+    response_model=dict,
+    responses=NOT_MODIFIED,
+)
+async def leaderboard_entry(label: str, entry_id: str, request: Request) -> Response:
+    """One ranked entry, by its submission id."""
+    compiled = await _compiled(request, label)
+    entry = service.find_entry(compiled.document, entry_id)
+    if entry is None:
+        raise NotFound(service.NO_ENTRY.format(entry_id=entry_id, label=label))
+    return _json_response(request, entry)

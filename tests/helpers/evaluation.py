@@ -1,0 +1,275 @@
+"""Builders for evaluation tests: benchmarks, evaluators, models, uploaded submissions with
+their archive.zip written where the upload path would put it, leaderboards, realistic entries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import io
+import json
+import random
+import secrets
+import stat
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from zerospeech_api.db.engine import Database
+from zerospeech_api.db.tables import (
+    Benchmark,
+    Evaluator,
+    EvaluatorKind,
+    Leaderboard,
+    Model,
+    Submission,
+    SubmissionStatus,
+    User,
+)
+from zerospeech_api.settings import Settings
+from zerospeech_api.submissions import storage
+
+ENTRY_PATH = "scores/leaderboard.json"
+SORT_KEY = "scores.lexical.all.test"
+
+
+def realistic_entry(n: int = 0, *, score: float | None = None, **overrides: Any) -> dict[str, Any]:
+    """An sLM21-like entry (values vary with `n`), as the zrc client puts in scores/."""
+    rng = random.Random(n)
+    lexical = round(score if score is not None else rng.uniform(50, 95), 4)
+    entry: dict[str, Any] = {
+        "model_id": f"untrusted-model-{n}",
+        "submission_id": f"untrusted-submission-{n}",
+        "index": None,
+        "submission_date": "1999-01-01T00:00:00",
+        "submitted_by": "someone-else",
+        "description": f"CPC-big + k-means 50 + BERT-small, run {n}",
+        "publication": {
+            "author_short": "Forged et al.",
+            "authors": "Ada Lovelace, Charles Babbage",
+            "paper_title": f"Spoken language modelling from raw audio ({n})",
+            "paper_url": "https://arxiv.org/abs/2011.11588",
+            "institution": "Analytical Engines Ltd",
+            "team_name": None,
+            "code": "https://github.com/example/baseline",
+            "DOI": None,
+            "open_science": True,
+        },
+        "details": {
+            "train_set": "LibriSpeech 960h",
+            "benchmarks": ["sLM21"],
+            "gpu_budget": "60",
+            "parameters": {"phonetic": {"metric": "cosine"}, "semantic": {"pooling": "max"}},
+        },
+        "scores": {
+            "lexical": {
+                "all": {"dev": round(lexical + 0.5, 4), "test": lexical},
+                "in_vocab": {"dev": round(lexical + 2, 4), "test": round(lexical + 1.5, 4)},
+            },
+            "syntactic": {
+                "dev": round(rng.uniform(50, 70), 4),
+                "test": round(rng.uniform(50, 70), 4),
+            },
+            "semantic": {
+                "normal": {
+                    "synthetic": round(rng.uniform(0, 10), 4),
+                    "librispeech": round(rng.uniform(0, 10), 4),
+                },
+                "weighted": {
+                    "synthetic": round(rng.uniform(0, 10), 4),
+                    "librispeech": round(rng.uniform(0, 10), 4),
+                },
+            },
+        },
+        "extras": {"epochs": 200 + n, "notes": "baseline"},
+    }
+    entry.update(overrides)
+    return entry
+
+
+def zip_bytes(
+    files: dict[str, bytes | str],
+    *,
+    symlinks: dict[str, str] | None = None,
+    compression: int = zipfile.ZIP_DEFLATED,
+) -> bytes:
+    """A zip with these members (names taken verbatim, so tests can write `../x`)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as zf:
+        for name, content in files.items():
+            info = zipfile.ZipInfo(name, date_time=(2021, 3, 22, 23, 0, 44))
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.compress_type = compression
+            zf.writestr(info, content)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name, date_time=(2021, 3, 22, 23, 0, 44))
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return buffer.getvalue()
+
+
+def submission_files(entry: dict[str, Any] | None = None, *, path: str = ENTRY_PATH) -> dict:
+    """The members of a typical zrc submission archive."""
+    files: dict[str, bytes | str] = {
+        "meta.yaml": "model_info:\n  model_id: null\n  system_description: test\n",
+        "params.yaml": "quiet: true\n",
+        "lexical/dev.txt": "aaa 0.1\nbbb 0.2\n",
+    }
+    if entry is not None:
+        files[path] = json.dumps(entry)
+    return files
+
+
+def make_evaluator(db: Database, name: str, command: str, timeout: int | None = None) -> int:
+    with db.transaction() as session:
+        evaluator = Evaluator(
+            name=name, kind=EvaluatorKind.COMMAND, command=command, timeout_seconds=timeout
+        )
+        session.add(evaluator)
+        session.flush()
+        return evaluator.id
+
+
+def make_benchmark(
+    db: Database,
+    benchmark_id: str | None = None,
+    *,
+    evaluator: str = "scores",
+    auto_eval: bool = True,
+    private: bool = False,
+) -> str:
+    benchmark_id = benchmark_id or f"bench-{secrets.token_hex(3)}"
+    with db.transaction() as session:
+        evaluator_row = session.scalars(select(Evaluator).where(Evaluator.name == evaluator)).one()
+        session.add(
+            Benchmark(
+                id=benchmark_id,
+                label=f"Benchmark {benchmark_id}",
+                url="https://zerospeech.com",
+                start_date=dt.date(2021, 1, 1),
+                active=True,
+                auto_eval=auto_eval,
+                evaluator_id=evaluator_row.id,
+                private=private,
+            )
+        )
+    return benchmark_id
+
+
+def make_leaderboard(
+    db: Database,
+    label: str,
+    benchmark_id: str,
+    *,
+    entry_path: str = ENTRY_PATH,
+    sort_key: str = SORT_KEY,
+    descending: bool = True,
+) -> None:
+    with db.transaction() as session:
+        session.add(
+            Leaderboard(
+                label=label,
+                benchmark_id=benchmark_id,
+                entry_path=entry_path,
+                sort_key=sort_key,
+                descending=descending,
+            )
+        )
+
+
+def make_model(db: Database, user: User, *, author_label: str | None = "Lovelace et al.") -> str:
+    model_id = f"model-{secrets.token_hex(4)}"
+    with db.transaction() as session:
+        session.add(
+            Model(
+                id=model_id,
+                user_id=user.id,
+                description="a test model",
+                authors="Ada Lovelace",
+                institution="Analytical Engines Ltd",
+                author_label=author_label,
+            )
+        )
+    return model_id
+
+
+def make_submission(
+    db: Database,
+    settings: Settings,
+    user: User,
+    *,
+    benchmark_id: str,
+    archive: bytes | None = None,
+    has_scores: bool = True,
+    leaderboard_path: str = ENTRY_PATH,
+    status: SubmissionStatus = SubmissionStatus.UPLOADED,
+    model_id: str | None = None,
+    author_label: str | None = None,
+) -> str:
+    """A submission row in `status` with its archive at storage.archive_path."""
+    model_id = model_id or make_model(db, user)
+    submission_id = f"sub{secrets.token_hex(6)}"
+    if archive is None:
+        archive = zip_bytes(submission_files(realistic_entry()))
+    path = storage.archive_path(settings, submission_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(archive)
+    with db.transaction() as session:
+        session.add(
+            Submission(
+                id=submission_id,
+                user_id=user.id,
+                model_id=model_id,
+                benchmark_id=benchmark_id,
+                filename="sub.zip",
+                archive_hash="0" * 32,
+                archive_size=len(archive),
+                has_scores=has_scores,
+                leaderboard_path=leaderboard_path,
+                author_label=author_label,
+                status=status,
+            )
+        )
+    return submission_id
+
+
+def status_of(db: Database, submission_id: str) -> str | None:
+    with db.session(read_only=True) as session:
+        submission = session.get(Submission, submission_id)
+        return submission.status if submission else None
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "condition") -> Any:
+    """Poll until `predicate()` is truthy (returns it); AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def outbox_messages(settings_or_dir: Settings | Path) -> list[dict[str, str]]:
+    """Mails written to <data>/outbox: to, subject, decoded body."""
+    folder = (
+        settings_or_dir / "outbox"
+        if isinstance(settings_or_dir, Path)
+        else settings_or_dir.data_dir / "outbox"
+    )
+    found = []
+    for path in sorted(folder.glob("*.eml")) if folder.is_dir() else []:
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        found.append(
+            {
+                "to": str(message["To"]),
+                "subject": str(message["Subject"]),
+                "body": message.get_content(),  # type: ignore[attr-defined]
+            }
+        )
+    return found

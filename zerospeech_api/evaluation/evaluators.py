@@ -1,0 +1,398 @@
+"""The built-in `scores` evaluator and the command evaluator (subprocess, timeout, clean env).
+
+Both produce leaderboard entries keyed by where they came from: the entry path inside the
+archive (scores evaluator) or `COMMAND_OUTPUT` (command evaluator: one entry for every
+leaderboard of the benchmark). Entries are stamped with the server's own ids, dates and labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zerospeech_api.db.tables import Submission, SubmissionStatus
+from zerospeech_api.evaluation.unpack import UnpackError, safe_member_path
+from zerospeech_api.settings import Settings
+from zerospeech_api.submissions import storage
+
+COMMAND_OUTPUT = ""  # key of the command evaluator's single entry
+MAX_ENTRY_BYTES = 10_000_000
+CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
+EX_DATAERR = 65  # a command evaluator exits with this to say "the submission is invalid"
+KILL_GRACE_SECONDS = 2.0
+
+NO_SCORES = (
+    "this benchmark publishes the scores sent with the submission, but the submission has none "
+    "(has_scores is false or its leaderboard path is empty)"
+)
+ENTRY_MISSING = "leaderboard entry file not found in the archive"
+ENTRY_NOT_JSON = "leaderboard entry is not valid JSON"
+ENTRY_NOT_OBJECT = "leaderboard entry must be a JSON object"
+ENTRY_NO_SCORES = "leaderboard entry has no 'scores' object"
+ENTRY_TOO_LARGE = f"leaderboard entry is larger than {MAX_ENTRY_BYTES} bytes"
+BAD_ENTRY_PATH = "leaderboard path must be a relative path inside the archive"
+
+
+class EntryError(Exception):
+    """An entry file is unusable; the message says why."""
+
+
+class Cancelled(Exception):
+    """The evaluation was stopped from outside (lease lost or worker stopping)."""
+
+
+@dataclass(frozen=True)
+class SubmissionFacts:
+    """What the database says about a submission (trusted, unlike the archive)."""
+
+    submission_id: str
+    model_id: str
+    benchmark_id: str
+    username: str
+    submission_date: str
+    author_label: str | None
+    has_scores: bool
+    leaderboard_path: str
+
+
+@dataclass
+class Outcome:
+    """The result of one evaluation."""
+
+    status: SubmissionStatus
+    reason: str
+    exit_code: int | None = None
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# --- entries ------------------------------------------------------------------------------
+
+
+def parse_entry(raw: bytes) -> dict[str, Any]:
+    """A leaderboard entry from bytes: a JSON object with a `scores` object."""
+    if len(raw) > MAX_ENTRY_BYTES:
+        raise EntryError(ENTRY_TOO_LARGE)
+    try:
+        value = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EntryError(f"{ENTRY_NOT_JSON}: {str(exc)[:200]}") from None
+    if not isinstance(value, dict):
+        raise EntryError(ENTRY_NOT_OBJECT)
+    if not isinstance(value.get("scores"), dict):
+        raise EntryError(ENTRY_NO_SCORES)
+    return value
+
+
+def stamp(entry: dict[str, Any], facts: SubmissionFacts) -> dict[str, Any]:
+    """A copy of `entry` with ids, submitter, date and author label taken from the database."""
+    stamped = {k: v for k, v in entry.items() if k != "index"}
+    stamped["model_id"] = facts.model_id
+    stamped["submission_id"] = facts.submission_id
+    stamped["submitted_by"] = facts.username
+    stamped["submission_date"] = facts.submission_date
+    publication = stamped.get("publication")
+    publication = dict(publication) if isinstance(publication, dict) else {}
+    publication["author_short"] = facts.author_label
+    stamped["publication"] = publication
+    return stamped
+
+
+def resolve_inside(folder: Path, relative: str) -> Path:
+    """`folder/relative` if `relative` is a clean relative path that stays inside `folder`."""
+    try:
+        clean = safe_member_path(relative)
+    except UnpackError:
+        raise EntryError(f"{BAD_ENTRY_PATH}: {relative!r}") from None
+    if str(clean) == ".":
+        raise EntryError(f"{BAD_ENTRY_PATH}: {relative!r}")
+    target = folder / clean
+    if not target.resolve().is_relative_to(folder.resolve()):
+        raise EntryError(f"{BAD_ENTRY_PATH}: {relative!r}")
+    return target
+
+
+def read_entry_file(path: Path) -> dict[str, Any]:
+    """Read and validate one entry file (never follows a link, never reads past the cap)."""
+    if path.is_symlink():
+        raise EntryError(f"{BAD_ENTRY_PATH}: a link")
+    with open(path, "rb") as handle:
+        return parse_entry(handle.read(MAX_ENTRY_BYTES + 1))
+
+
+# --- the scores evaluator -----------------------------------------------------------------
+
+
+def run_scores(
+    *, facts: SubmissionFacts, unpacked: Path, leaderboard_paths: list[str], log: LogSink
+) -> Outcome:
+    """Validate and stamp the participant's entry, plus those other leaderboards read."""
+    if not facts.has_scores or not facts.leaderboard_path:
+        return Outcome(SubmissionStatus.INVALID, NO_SCORES)
+    primary = facts.leaderboard_path
+    entries: dict[str, dict[str, Any]] = {}
+    for path in [primary, *(p for p in dict.fromkeys(leaderboard_paths) if p != primary)]:
+        try:
+            target = resolve_inside(unpacked, path)
+            if not target.is_file():
+                if path == primary:
+                    raise EntryError(f"{ENTRY_MISSING}: {path}")
+                log.line(f"no entry at {path}: not published on the leaderboards reading it")
+                continue
+            entries[path] = stamp(read_entry_file(target), facts)
+        except EntryError as exc:
+            log.line(f"{path}: {exc}")
+            return Outcome(SubmissionStatus.INVALID, f"{path}: {exc}")
+        log.line(f"{path}: valid entry with {len(entries[path]['scores'])} score group(s)")
+    return Outcome(SubmissionStatus.COMPLETED, "scores validated and published", entries=entries)
+
+
+# --- the command evaluator ----------------------------------------------------------------
+
+
+def build_argv(command: str, *, input_dir: Path, output_file: Path) -> list[str]:
+    """The evaluator's argv: `{input}`/`{output}` replaced, else both appended in that order."""
+    argv = shlex.split(command)
+    if not argv:
+        raise ValueError("empty evaluator command")
+    placeholders = any("{input}" in a or "{output}" in a for a in argv)
+    argv = [
+        a.replace("{input}", str(input_dir)).replace("{output}", str(output_file)) for a in argv
+    ]
+    if not placeholders:
+        argv += [str(input_dir), str(output_file)]
+    return argv
+
+
+def clean_env(*, workdir: Path, facts: SubmissionFacts) -> dict[str, str]:
+    """A minimal environment: no ZR_* settings, no secrets, no inherited variables."""
+    return {
+        "PATH": CLEAN_PATH,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+        "SUBMISSION_ID": facts.submission_id,
+        "BENCHMARK_ID": facts.benchmark_id,
+    }
+
+
+class LogSink:
+    """Writes an evaluation log to disk in bounded memory and bounded size.
+
+    The first part is written as it arrives (readable while the evaluator runs); once the cap is
+    reached only the last `tail_bytes` are kept in memory and appended at the end, after a note
+    saying how much was left out.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int) -> None:
+        self.path = path
+        self.tail_bytes = max(1024, min(1_000_000, max_bytes // 4))
+        self.head_bytes = max(0, max_bytes - self.tail_bytes)
+        self.written = 0
+        self.omitted = 0
+        self.total = 0
+        self._tail = bytearray()
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "ab")
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self.total += len(data)
+            room = self.head_bytes - self.written
+            if room > 0:
+                head, data = data[:room], data[room:]
+                self._file.write(head)
+                self._file.flush()
+                self.written += len(head)
+            if data:
+                self._tail += data
+                if len(self._tail) > 2 * self.tail_bytes:
+                    cut = len(self._tail) - self.tail_bytes
+                    self.omitted += cut
+                    del self._tail[:cut]
+
+    def line(self, text: str) -> None:
+        stamp_ = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.write(f"[{stamp_}] {text}\n".encode())
+
+    def close(self) -> None:
+        with self._lock:
+            if len(self._tail) > self.tail_bytes:
+                cut = len(self._tail) - self.tail_bytes
+                self.omitted += cut
+                del self._tail[:cut]
+            if self.omitted:
+                self._file.write(f"\n[... {self.omitted} bytes of log omitted ...]\n".encode())
+            self._file.write(bytes(self._tail))
+            self._tail.clear()
+            self._file.close()
+
+
+def _pump(stream: Any, sink: LogSink) -> None:
+    fd = stream.fileno()
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        sink.write(chunk)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            proc.wait(KILL_GRACE_SECONDS)
+            if sig == signal.SIGTERM:
+                # The leader is gone; make sure no child of it survives either.
+                os.killpg(proc.pid, signal.SIGKILL)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except (ProcessLookupError, PermissionError):
+            return
+
+
+def run_command(
+    *,
+    facts: SubmissionFacts,
+    command: str,
+    unpacked: Path,
+    workdir: Path,
+    timeout: float,
+    log: LogSink,
+    cancelled: Callable[[], str | None],
+) -> Outcome:
+    """Run the evaluator on the unpacked folder; its output file is the entry.
+
+    `cancelled()` returns a reason when the run must stop (the process group is killed and
+    `Cancelled` raised). Exit code 0 with a valid entry: completed; 65: invalid; else failed.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    output = workdir / "entry.json"
+    output.unlink(missing_ok=True)
+    argv = build_argv(command, input_dir=unpacked, output_file=output)
+    log.line(f"running {shlex.join(argv)} (timeout {timeout:g} s)")
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=unpacked,
+            env=clean_env(workdir=workdir, facts=facts),
+            start_new_session=True,  # its own process group, so a timeout kills every child
+        )
+    except OSError as exc:
+        reason = f"evaluator could not start: {type(exc).__name__}: {exc.strerror or exc}"
+        log.line(reason)
+        return Outcome(SubmissionStatus.FAILED, reason)
+    pump = threading.Thread(target=_pump, args=(proc.stdout, log), daemon=True)
+    pump.start()
+    deadline = time.monotonic() + timeout
+    stop_reason: str | None = None
+    timed_out = False
+    while True:
+        try:
+            proc.wait(0.1)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        stop_reason = cancelled()
+        if stop_reason or time.monotonic() > deadline:
+            timed_out = stop_reason is None
+            _kill_group(proc)
+            break
+    pump.join(10)  # a grandchild that left the group could hold the pipe: don't wait forever
+    if proc.stdout is not None:
+        proc.stdout.close()
+    code = proc.returncode
+    if stop_reason:
+        log.line(f"stopped: {stop_reason}")
+        raise Cancelled(stop_reason)
+    if timed_out:
+        reason = f"evaluator timed out after {timeout:g} s and was killed"
+        log.line(reason)
+        return Outcome(SubmissionStatus.FAILED, reason, exit_code=code)
+    log.line(f"evaluator exited with code {code}")
+    if code == EX_DATAERR:
+        return Outcome(
+            SubmissionStatus.INVALID,
+            f"the evaluator rejected the submission (exit code {code})",
+            exit_code=code,
+        )
+    if code != 0:
+        return Outcome(
+            SubmissionStatus.FAILED, f"evaluator failed with exit code {code}", exit_code=code
+        )
+    if not output.is_file():
+        return Outcome(
+            SubmissionStatus.FAILED, "evaluator exited 0 but wrote no entry file", exit_code=code
+        )
+    try:
+        entry = read_entry_file(output)
+    except EntryError as exc:
+        return Outcome(SubmissionStatus.FAILED, f"evaluator output: {exc}", exit_code=code)
+    return Outcome(
+        SubmissionStatus.COMPLETED,
+        "evaluated",
+        exit_code=code,
+        entries={COMMAND_OUTPUT: stamp(entry, facts)},
+    )
+
+
+# --- results kept next to the submission --------------------------------------------------
+
+
+def results_path(settings: Settings, submission_id: str) -> Path:
+    """Where the worker keeps a submission's stamped entries (next to its archive)."""
+    return storage.submission_dir(settings, submission_id) / "results.json"
+
+
+def write_results(path: Path, entries: dict[str, dict[str, Any]]) -> None:
+    """Store the stamped entries atomically (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"entries": entries}, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_results(path: Path) -> dict[str, dict[str, Any]]:
+    """The stamped entries of an evaluated submission ({} if none)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    entries = value.get("entries") if isinstance(value, dict) else None
+    return entries if isinstance(entries, dict) else {}
+
+
+def entry_for(entries: dict[str, dict[str, Any]], entry_path: str) -> dict[str, Any] | None:
+    """The entry a leaderboard reading `entry_path` gets from these results."""
+    return entries.get(entry_path) or entries.get(COMMAND_OUTPUT)
+
+
+def submission_facts(submission: Submission) -> SubmissionFacts:
+    """The trusted facts of a submission row (its user and model are loaded on access)."""
+    return SubmissionFacts(
+        submission_id=submission.id,
+        model_id=submission.model_id,
+        benchmark_id=submission.benchmark_id,
+        username=submission.user.username,
+        submission_date=submission.created_at.isoformat(),
+        author_label=submission.author_label or submission.model.author_label,
+        has_scores=submission.has_scores,
+        leaderboard_path=submission.leaderboard_path or "",
+    )

@@ -1,0 +1,43 @@
+"""Participant view of an evaluation: `/submissions/{id}/log` and `/submissions/{id}/scores`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from zerospeech_api.deps import CurrentUser, OptionalCallerDep, SessionDep, SettingsDep
+from zerospeech_api.evaluation import service
+from zerospeech_api.evaluation.schemas import SubmissionLog, SubmissionScores
+
+router = APIRouter(tags=["evaluation"])
+
+
+@router.get("/submissions/{submission_id}/log", response_model=SubmissionLog)
+def submission_log(
+    submission_id: str,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    tail_bytes: Annotated[
+        int, Query(ge=0, le=service.MAX_LOG_TAIL_BYTES, description="Bytes of log to return.")
+    ] = service.LOG_TAIL_BYTES,
+) -> dict:
+    """Status changes with their times and the end of the evaluation log (owner or admin)."""
+    submission = service.load_owned(session=session, submission_id=submission_id, user=user)
+    return service.submission_log(
+        session=session, settings=settings, submission=submission, tail_bytes=tail_bytes
+    )
+
+
+@router.get("/submissions/{submission_id}/scores", response_model=SubmissionScores)
+def submission_scores(
+    submission_id: str, caller: OptionalCallerDep, session: SessionDep, settings: SettingsDep
+) -> dict:
+    """The stamped scores of a completed submission: owner/admin, or anyone once it is public."""
+    return service.submission_scores(
+        session=session,
+        settings=settings,
+        submission_id=submission_id,
+        user=caller.user if caller else None,
+    )

@@ -1,0 +1,115 @@
+"""The participant's view of an evaluation: status history, log tail, scores."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from zerospeech_api.db.tables import (
+    Benchmark,
+    Leaderboard,
+    LeaderboardEntry,
+    Submission,
+    SubmissionEvent,
+    SubmissionStatus,
+    User,
+)
+from zerospeech_api.errors import Conflict, Forbidden, NotFound, Unauthorized
+from zerospeech_api.evaluation.evaluators import read_results, results_path
+from zerospeech_api.settings import Settings
+from zerospeech_api.submissions import storage
+
+LOG_TAIL_BYTES = 64 * 1024
+MAX_LOG_TAIL_BYTES = 1024 * 1024
+NO_SUBMISSION = "no submission {id}"
+NOT_OWNER = "not allowed: this submission belongs to another user"
+NO_SCORES_YET = "the submission has no scores: its status is {status}"
+
+
+def load_owned(*, session: Session, submission_id: str, user: User) -> Submission:
+    """The submission if `user` owns it or is an admin (404 unknown, 403 someone else's)."""
+    submission = session.get(Submission, submission_id)
+    if submission is None:
+        raise NotFound(NO_SUBMISSION.format(id=submission_id))
+    if submission.user_id != user.id and not user.admin:
+        raise Forbidden(NOT_OWNER)
+    return submission
+
+
+def read_tail(path: os.PathLike[str], limit: int) -> tuple[str, int, bool]:
+    """The last `limit` bytes of a file as text, its size, and whether it was cut."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(max(0, size - limit))
+            data = handle.read(limit)
+    except FileNotFoundError:
+        return "", 0, False
+    return data.decode("utf-8", errors="replace"), size, size > limit
+
+
+def submission_log(
+    *, session: Session, settings: Settings, submission: Submission, tail_bytes: int
+) -> dict[str, Any]:
+    """Status events with times, and the tail of the evaluation log."""
+    events = session.scalars(
+        select(SubmissionEvent)
+        .where(SubmissionEvent.submission_id == submission.id)
+        .order_by(SubmissionEvent.at, SubmissionEvent.id)
+    ).all()
+    text, size, truncated = read_tail(
+        storage.evaluation_log_path(settings, submission.id),
+        max(0, min(tail_bytes, MAX_LOG_TAIL_BYTES)),
+    )
+    return {
+        "submission_id": submission.id,
+        "status": submission.status,
+        "events": [
+            {"at": e.at.isoformat(), "status": e.status, "message": e.message} for e in events
+        ],
+        "log": text,
+        "log_size": size,
+        "log_truncated": truncated,
+    }
+
+
+def public_labels(*, session: Session, submission_id: str) -> list[str]:
+    """Labels of the public leaderboards that show this submission."""
+    return list(
+        session.scalars(
+            select(Leaderboard.label)
+            .join(LeaderboardEntry, LeaderboardEntry.leaderboard_id == Leaderboard.id)
+            .join(Benchmark, Benchmark.id == Leaderboard.benchmark_id)
+            .where(LeaderboardEntry.submission_id == submission_id, Benchmark.private.is_(False))
+            .order_by(Leaderboard.label)
+        ).all()
+    )
+
+
+def submission_scores(
+    *, session: Session, settings: Settings, submission_id: str, user: User | None
+) -> dict[str, Any]:
+    """The stamped entries: owner and admins always; anyone once on a public leaderboard."""
+    submission = session.get(Submission, submission_id)
+    if submission is None:
+        raise NotFound(NO_SUBMISSION.format(id=submission_id))
+    labels = public_labels(session=session, submission_id=submission_id)
+    owner = user is not None and (user.admin or user.id == submission.user_id)
+    if not owner and not labels:
+        if user is None:
+            raise Unauthorized("these scores are not public: log in as their owner")
+        raise Forbidden(NOT_OWNER)
+    if submission.status != SubmissionStatus.COMPLETED:
+        raise Conflict(NO_SCORES_YET.format(status=submission.status))
+    entries = read_results(results_path(settings, submission_id))
+    primary = entries.get(submission.leaderboard_path) or next(iter(entries.values()), None)
+    return {
+        "submission_id": submission.id,
+        "status": submission.status,
+        "entry": primary,
+        "entries": entries,
+        "leaderboards": labels,
+    }
