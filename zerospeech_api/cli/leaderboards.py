@@ -1,8 +1,231 @@
-"""`leaderboards` admin commands."""
+"""`leaderboards` admin commands: create, list, show, archive, rebuild, import, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
+from zerospeech_api.cli.context import CliContext, pass_ctx
+from zerospeech_api.cli.output import fail, fields, table
+from zerospeech_api.errors import DomainError
+from zerospeech_api.leaderboards import service
+
+
+@contextmanager
+def domain_errors() -> Iterator[None]:
+    """Service errors become `error: ...` and exit status 1."""
+    try:
+        yield
+    except DomainError as exc:
+        fail(exc.detail)
+
+
+@contextmanager
+def progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (stdout may carry an export)."""
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename over `path`."""
+    path = path.resolve()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dispose_on_close(click_ctx: click.Context) -> None:
+    """Close the database pool when the command ends (matters when invoked in-process)."""
+
+    def _dispose() -> None:
+        obj = click_ctx.find_object(CliContext)
+        if obj is not None and "db" in vars(obj):
+            obj.db.dispose()
+
+    click_ctx.call_on_close(_dispose)
+
 
 @click.group(name="leaderboards")
-def group() -> None:
+@click.pass_context
+def group(click_ctx: click.Context) -> None:
     """Manage leaderboards."""
+    dispose_on_close(click_ctx)
+
+
+@group.command()
+@click.argument("label")
+@click.option("--benchmark", "benchmark_id", required=True, help="Benchmark id.")
+@click.option(
+    "--entry-path",
+    default="scores/leaderboard.json",
+    show_default=True,
+    help="Path of the entry file inside a submission's archive.",
+)
+@click.option(
+    "--sort-key", required=True, help="Dotted key to rank by, e.g. scores.lexical.all.test."
+)
+@click.option(
+    "--ascending/--descending",
+    default=False,
+    help="Ranking direction (default: descending, higher is better).",
+)
+@pass_ctx
+def create(
+    ctx: CliContext, label: str, benchmark_id: str, entry_path: str, sort_key: str, ascending: bool
+) -> None:
+    """Create a leaderboard of a benchmark."""
+    with domain_errors(), ctx.db.transaction() as session:
+        service.create_leaderboard(
+            session=session,
+            label=label,
+            benchmark_id=benchmark_id,
+            entry_path=entry_path,
+            sort_key=sort_key,
+            descending=not ascending,
+        )
+    click.echo(f"created leaderboard {label}")
+
+
+@group.command(name="list")
+@click.option("--benchmark", "benchmark_id", default=None, help="Only this benchmark's.")
+@pass_ctx
+def list_(ctx: CliContext, benchmark_id: str | None) -> None:
+    """Every leaderboard with its entry count."""
+    with ctx.db.session(read_only=True) as session:
+        rows = [
+            (
+                lb.label,
+                lb.benchmark_id,
+                n,
+                lb.sort_key,
+                "desc" if lb.descending else "asc",
+                "yes" if lb.archived else "",
+                lb.entry_path,
+            )
+            for lb, n in service.list_leaderboards(
+                session=session, benchmark_id=benchmark_id, public=False
+            )
+        ]
+    table(["label", "benchmark", "entries", "sort key", "order", "archived", "entry path"], rows)
+
+
+@group.command()
+@click.argument("label")
+@click.option("--top", default=5, show_default=True, help="How many ranked entries to show.")
+@pass_ctx
+def show(ctx: CliContext, label: str, top: int) -> None:
+    """One leaderboard and its best entries."""
+    with domain_errors(), ctx.db.session(read_only=True) as session:
+        lb = service.get_leaderboard(session=session, label=label, public=False)
+        compiled = service.compile_leaderboard(session=session, leaderboard=lb)
+        fields(
+            [
+                ("label", lb.label),
+                ("benchmark", lb.benchmark_id),
+                ("entry path", lb.entry_path),
+                ("sort key", lb.sort_key),
+                ("order", "descending" if lb.descending else "ascending"),
+                ("archived", "yes" if lb.archived else "no"),
+                ("entries", len(compiled["data"])),
+                ("last modified", compiled["last_modified"]),
+                ("public JSON", f"/leaderboards/{lb.label}/json"),
+            ]
+        )
+        rows = [
+            (
+                e["index"],
+                service.dotted_get(e, lb.sort_key),
+                e.get("submission_id"),
+                e.get("submitted_by"),
+                (e.get("publication") or {}).get("author_short")
+                if isinstance(e.get("publication"), dict)
+                else None,
+            )
+            for e in compiled["data"][: max(0, top)]
+        ]
+    click.echo("")
+    table(["rank", "score", "submission", "submitted by", "author"], rows)
+
+
+@group.command()
+@click.argument("label")
+@click.option("--undo", is_flag=True, help="Re-open an archived leaderboard.")
+@pass_ctx
+def archive(ctx: CliContext, label: str, undo: bool) -> None:
+    """Archive a leaderboard: it stays readable but takes no new entries."""
+    with domain_errors(), ctx.db.transaction() as session:
+        service.set_archived(session=session, label=label, archived=not undo)
+    click.echo(f"leaderboard {label} {'re-opened' if undo else 'archived'}")
+
+
+@group.command()
+@click.argument("label")
+@pass_ctx
+def rebuild(ctx: CliContext, label: str) -> None:
+    """Re-collect the entries of completed submissions (imported entries are kept)."""
+    with domain_errors():
+        with ctx.db.session(read_only=True) as session:
+            total = service.submissions_to_rebuild(session=session, label=label)
+        with (
+            progress(total, f"rebuilding {label}") as step,
+            ctx.db.transaction() as session,
+        ):
+            count = service.rebuild(
+                session=session, settings=ctx.settings, label=label, progress=step
+            )
+    click.echo(f"leaderboard {label}: {count} entries from {total} completed submissions")
+
+
+@group.command(name="import")
+@click.argument("label")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_ctx
+def import_(ctx: CliContext, label: str, file: Path) -> None:
+    """Load a historic {"last_modified", "data": [...]} file (replaces earlier imported entries)."""
+    with domain_errors():
+        entries = service.parse_document(file.read_bytes())
+        with progress(len(entries), f"importing {label}") as step, ctx.db.transaction() as s:
+            count = service.import_entries(session=s, label=label, entries=entries, progress=step)
+    click.echo(f"imported {count} entries into {label}")
+
+
+@group.command()
+@click.argument("label")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write (atomically); default: standard output.",
+)
+@pass_ctx
+def export(ctx: CliContext, label: str, fmt: str, output: Path | None) -> None:
+    """Write the compiled leaderboard as JSON or CSV."""
+    with domain_errors(), ctx.db.session(read_only=True) as session:
+        lb = service.get_leaderboard(session=session, label=label, public=False)
+        compiled = service.compile_leaderboard(session=session, leaderboard=lb)
+    if fmt == "csv":
+        data = service.to_csv(compiled).encode("utf-8")
+    else:
+        data = (json.dumps(compiled, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    if output is None:
+        click.echo(data.decode("utf-8"), nl=False)
+        return
+    atomic_write(output, data)
+    click.echo(f"wrote {len(compiled['data'])} entries to {output}", err=True)

@@ -225,8 +225,17 @@ class LogSink:
         stamp_ = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.write(f"[{stamp_}] {text}\n".encode())
 
+    def __enter__(self) -> LogSink:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Write the kept tail and close the file (idempotent)."""
         with self._lock:
+            if self._file.closed:
+                return
             if len(self._tail) > self.tail_bytes:
                 cut = len(self._tail) - self.tail_bytes
                 self.omitted += cut

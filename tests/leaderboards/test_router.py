@@ -1,0 +1,118 @@
+"""Public leaderboard routes through the app: JSON, CSV, entry, lists, ETag / 304, privacy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.helpers.evaluation import make_benchmark, make_leaderboard
+from zerospeech_api.app import create_app
+from zerospeech_api.leaderboards import service
+
+HISTORIC = Path(__file__).parent / "data" / "slm21-historic.json"
+
+
+@pytest.fixture
+def board(make_settings, db) -> Iterator[tuple[TestClient, str]]:
+    """A client whose app re-checks the database on every read, and a loaded leaderboard."""
+    settings = make_settings(database_url=db.url, leaderboard_recheck_seconds=0)
+    bench = make_benchmark(db)
+    make_leaderboard(db, "slm21", bench)
+    with db.transaction() as session:
+        service.import_entries(
+            session=session,
+            label="slm21",
+            entries=service.parse_document(HISTORIC.read_bytes()),
+        )
+    with TestClient(create_app(settings)) as client:
+        yield client, bench
+
+
+def test_json_is_ranked_cacheable_and_304_on_matching_etag(board, db) -> None:
+    client, _ = board
+    response = client.get("/leaderboards/slm21/json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "public, max-age=60"
+    etag = response.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"')
+    document = response.json()
+    assert [e["index"] for e in document["data"]] == list(range(1, 13))
+    assert document["data"][-1]["scores"]["lexical"]["all"]["test"] is None
+    cached = client.get("/leaderboards/slm21/json", headers={"If-None-Match": etag})
+    assert cached.status_code == 304 and cached.content == b""
+    assert cached.headers["etag"] == etag
+    listed = client.get("/leaderboards/slm21/json", headers={"If-None-Match": f'"x", W/{etag}'})
+    assert listed.status_code == 304
+    assert (
+        client.get("/leaderboards/slm21/json", headers={"If-None-Match": '"x"'}).status_code == 200
+    )
+
+
+def test_any_entry_change_changes_the_etag(board, db) -> None:
+    client, _ = board
+    first = client.get("/leaderboards/slm21/json").headers["etag"]
+    data = json.loads(HISTORIC.read_text())["data"]
+    data[5]["description"] = "edited"
+    with db.transaction() as session:
+        service.import_entries(session=session, label="slm21", entries=data)
+    second = client.get("/leaderboards/slm21/json")
+    assert second.headers["etag"] != first
+    assert (
+        client.get("/leaderboards/slm21/json", headers={"If-None-Match": first}).status_code == 200
+    )
+    assert "edited" in second.text
+
+
+def test_html_in_free_text_comes_back_as_json_data(board) -> None:
+    client, _ = board
+    response = client.get("/leaderboards/slm21/json")
+    assert response.headers["content-type"] == "application/json"
+    descriptions = [e["description"] for e in response.json()["data"]]
+    assert '<script>alert("x")</script> baseline' in descriptions
+    entry = client.get("/leaderboards/slm21/entry/0b07c1f5e9a34d2b")
+    assert entry.headers["content-type"] == "application/json"
+    assert entry.json()["description"].startswith("<script>")
+
+
+def test_csv_download(board) -> None:
+    client, _ = board
+    response = client.get("/leaderboards/slm21/csv")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert 'filename="slm21.csv"' in response.headers["content-disposition"]
+    lines = response.text.splitlines()
+    assert lines[0].startswith("index,model_id,submission_id")
+    assert "scores.lexical.all.test" in lines[0]
+    assert len(lines) == 13
+    assert "'=HYPERLINK" in response.text
+    etag = response.headers["etag"]
+    assert client.get("/leaderboards/slm21/csv", headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_entry_info_and_lists(board) -> None:
+    client, bench = board
+    entry = client.get("/leaderboards/slm21/entry/0b02c1f5e9a34d2b")
+    assert entry.status_code == 200 and entry.json()["index"] == 1
+    missing = client.get("/leaderboards/slm21/entry/nope")
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+    info = client.get("/leaderboards/slm21/info").json()
+    assert info["entries"] == 12 and info["order"] == "descending"
+    assert info["sort_key"] == "scores.lexical.all.test"
+    listed = client.get("/leaderboards/list").json()
+    assert [i["label"] for i in listed] == ["slm21"]
+    assert client.get(f"/benchmarks/{bench}/leaderboards/list").json()[0]["label"] == "slm21"
+    assert client.get("/benchmarks/test-challenge/leaderboards/list").json() == []
+    assert client.get("/benchmarks/nope/leaderboards/list").status_code == 404
+
+
+def test_unknown_leaderboard_is_json_404(board) -> None:
+    client, _ = board
+    for path in ("json", "csv", "info", "entry/x"):
+        response = client.get(f"/leaderboards/nope/{path}")
+        assert response.status_code == 404
+        assert response.json() == {"detail": service.NO_LEADERBOARD.format(label="nope")}
