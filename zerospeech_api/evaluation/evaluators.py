@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -172,6 +173,32 @@ def build_argv(command: str, *, input_dir: Path, output_file: Path) -> list[str]
     return argv
 
 
+# Runs first in the evaluator's process (fresh, single-threaded, so safe unlike preexec_fn):
+# asks Linux to SIGKILL it if the worker dies (kill -9), then becomes the evaluator via exec.
+_DEATH_SIGNAL_SHIM = (
+    "import ctypes,os,signal,sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"
+    "except Exception:\n"
+    "    pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(70)\n"
+    "try:\n"
+    "    os.execvp(sys.argv[2], sys.argv[2:])\n"
+    "except OSError as exc:\n"
+    "    print(f'evaluator could not start: {exc}', file=sys.stderr)\n"
+    "    sys.exit(127)\n"
+)
+NOT_STARTED = 127
+
+
+def with_death_signal(argv: list[str]) -> list[str]:
+    """`argv` wrapped so the evaluator dies with the worker (Linux; unchanged elsewhere)."""
+    if not sys.platform.startswith("linux") or not sys.executable:
+        return argv
+    return [sys.executable, "-I", "-S", "-c", _DEATH_SIGNAL_SHIM, str(os.getpid()), *argv]
+
+
 def clean_env(*, workdir: Path, facts: SubmissionFacts) -> dict[str, str]:
     """A minimal environment: no ZR_* settings, no secrets, no inherited variables."""
     return {
@@ -296,7 +323,7 @@ def run_command(
     log.line(f"running {shlex.join(argv)} (timeout {timeout:g} s)")
     try:
         proc = subprocess.Popen(
-            argv,
+            with_death_signal(argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -336,6 +363,12 @@ def run_command(
         log.line(reason)
         return Outcome(SubmissionStatus.FAILED, reason, exit_code=code)
     log.line(f"evaluator exited with code {code}")
+    if code == NOT_STARTED:
+        return Outcome(
+            SubmissionStatus.FAILED,
+            "evaluator could not start (exit code 127: see the log)",
+            exit_code=code,
+        )
     if code == EX_DATAERR:
         return Outcome(
             SubmissionStatus.INVALID,

@@ -1,0 +1,325 @@
+"""Real `worker` processes against a real `serve`: from an uploaded archive to a ranked public
+entry, command evaluators, unsafe archives, kill -9 mid-job, SIGTERM, several workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.builders import bearer, make_user
+from tests.helpers.evaluation import (
+    make_benchmark,
+    make_evaluator,
+    make_leaderboard,
+    make_submission,
+    outbox_messages,
+    realistic_entry,
+    status_of,
+    submission_files,
+    wait_for,
+    zip_bytes,
+)
+from tests.helpers.processes import Process, cli_command
+from tests.helpers.server import Server
+from zerospeech_api.db.engine import Database
+from zerospeech_api.db.tables import Job, JobState, LeaderboardEntry, SubmissionEvent
+from zerospeech_api.settings import Settings, load_settings
+
+pytestmark = pytest.mark.e2e
+
+FAST = {
+    "ZR_WORKER_POLL_SECONDS": "0.1",
+    "ZR_JOB_LEASE_SECONDS": "5",
+    "ZR_LEADERBOARD_RECHECK_SECONDS": "0",
+}
+
+
+class Site:
+    """A server, its settings and database, and worker processes started on demand."""
+
+    def __init__(self, server: Server, tmp_path: Path) -> None:
+        self.server = server
+        self.tmp_path = tmp_path
+        self.settings: Settings = load_settings(server.env_file)
+        self.db = Database(self.settings.database)
+        self.workers: list[Process] = []
+
+    def worker(self, **env: str) -> Process:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("ZR_")}
+        process = Process(
+            [*cli_command(), "--env-file", str(self.server.env_file), "worker"],
+            cwd=self.tmp_path,
+            env={**base, **env},
+            log=self.tmp_path / f"worker-{len(self.workers)}.log",
+        )
+        self.workers.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in self.workers:
+            process.stop()
+        self.db.dispose()
+
+
+@pytest.fixture
+def site(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[Site]:
+    built = Site(make_server(workers=1, env=FAST), tmp_path)
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+def evaluator_script(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "evaluator.py"
+    path.write_text(body)
+    return f"{sys.executable} {path} {{input}} {{output}}"
+
+
+def events(db: Database, submission_id: str) -> list[SubmissionEvent]:
+    with db.session(read_only=True) as session:
+        return list(
+            session.query(SubmissionEvent)
+            .filter_by(submission_id=submission_id)
+            .order_by(SubmissionEvent.id)
+        )
+
+
+def test_uploaded_scores_submission_becomes_a_ranked_public_entry(site: Site) -> None:
+    db, settings = site.db, site.settings
+    user = make_user(db, settings)
+    bench = make_benchmark(db, "sLM21")
+    make_leaderboard(db, "slm21-lexical", bench)
+    low = make_submission(
+        db,
+        settings,
+        user,
+        benchmark_id=bench,
+        archive=zip_bytes(submission_files(realistic_entry(1, score=60.0))),
+    )
+    high = make_submission(
+        db,
+        settings,
+        user,
+        benchmark_id=bench,
+        author_label="<b>Lovelace</b> et al.",
+        archive=zip_bytes(submission_files(realistic_entry(2, score=90.0))),
+    )
+    site.worker()
+    with site.server.client() as client:
+
+        def board() -> list[dict]:
+            data = client.get("/leaderboards/slm21-lexical/json").json()["data"]
+            return data if len(data) == 2 else []
+
+        data = wait_for(board, what="two published entries")
+        assert [e["submission_id"] for e in data] == [high, low]
+        assert [e["index"] for e in data] == [1, 2]
+        assert data[0]["submitted_by"] == user.username
+        assert data[0]["publication"]["author_short"] == "<b>Lovelace</b> et al."  # data, as sent
+        scores = client.get(f"/submissions/{high}/scores").json()
+        assert scores["leaderboards"] == ["slm21-lexical"]
+        log = client.get(f"/submissions/{high}/log", headers=bearer(db, settings, user)).json()
+        assert [e["status"] for e in log["events"] if e["status"]][-3:] == [
+            "queued",
+            "evaluating",
+            "completed",
+        ]
+    mails = wait_for(lambda: len(outbox_messages(settings)) >= 2 and outbox_messages(settings))
+    assert {m["to"] for m in mails} == {user.email}
+
+
+def test_command_evaluator_success_failure_timeout_and_huge_log(site: Site) -> None:
+    db, settings = site.db, site.settings
+    body = (
+        "import json, os, sys, time\n"
+        "inp, out = sys.argv[1], sys.argv[2]\n"
+        "mode = open(os.path.join(inp, 'mode.txt')).read().strip()\n"
+        "print('mode', mode, flush=True)\n"
+        "if mode == 'fail': sys.exit(4)\n"
+        "if mode == 'hang': time.sleep(120)\n"
+        "if mode == 'spam':\n"
+        "    for i in range(50000): sys.stdout.write('%06d ' % i + 'y' * 100 + '\\n')\n"
+        "    print('END OF SPAM')\n"
+        "json.dump({'scores': {'abx': {'within': 6.5}}, 'description': mode}, open(out, 'w'))\n"
+    )
+    make_evaluator(db, "abx", evaluator_script(site.tmp_path, body), timeout=3)
+    bench = make_benchmark(db, "abxLS", evaluator="abx")
+    make_leaderboard(db, "abx-within", bench, sort_key="scores.abx.within", descending=False)
+    user = make_user(db, settings)
+    ids = {
+        mode: make_submission(
+            db,
+            settings,
+            user,
+            benchmark_id=bench,
+            has_scores=False,
+            leaderboard_path="",
+            archive=zip_bytes({"mode.txt": mode, "params.yaml": "x: 1\n"}),
+        )
+        for mode in ("ok", "fail", "hang", "spam")
+    }
+    site.worker(ZR_EVALUATION_LOG_MAX_BYTES="1000000")
+    final = ("completed", "failed", "invalid")
+    for sid in ids.values():
+        wait_for(lambda sid=sid: status_of(db, sid) in final, what=f"{sid} evaluated")
+    assert status_of(db, ids["ok"]) == "completed"
+    assert status_of(db, ids["spam"]) == "completed"
+    assert status_of(db, ids["fail"]) == "failed"
+    assert status_of(db, ids["hang"]) == "failed"
+    with db.session(read_only=True) as session:
+        by_sid = {j.submission_id: j for j in session.query(Job)}
+    assert by_sid[ids["fail"]].exit_code == 4
+    assert "timed out after 3 s" in by_sid[ids["hang"]].last_error
+    assert by_sid[ids["ok"]].duration_seconds > 0
+    with site.server.client() as client:
+        headers = bearer(db, settings, user)
+        spam = client.get(f"/submissions/{ids['spam']}/log", headers=headers).json()
+        assert spam["log_size"] < 1_100_000  # 5 MB printed, capped on disk
+        assert "END OF SPAM" in spam["log"] and spam["log_truncated"]
+        failed = client.get(f"/submissions/{ids['fail']}/log", headers=headers).json()
+        assert "mode fail" in failed["log"]
+        assert any("exit code 4" in e["message"] for e in failed["events"])
+        board = client.get("/leaderboards/abx-within/json").json()["data"]
+        assert sorted(e["description"] for e in board) == ["ok", "spam"]
+
+
+def test_unsafe_archives_end_invalid_and_write_nothing_outside(site: Site) -> None:
+    db, settings = site.db, site.settings
+    user = make_user(db, settings)
+    bench = make_benchmark(db)
+    entry = json.dumps(realistic_entry(0))
+    archives = {
+        "dotdot": zip_bytes({"scores/leaderboard.json": entry, "../../../escaped.txt": "x"}),
+        "absolute": zip_bytes(
+            {"scores/leaderboard.json": entry, str(site.tmp_path / "abs-escaped.txt"): "x"}
+        ),
+        "symlink": zip_bytes({"scores/leaderboard.json": entry}, symlinks={"scores/up": "/"}),
+        "bomb": zip_bytes({"scores/leaderboard.json": entry, "zeros": b"\0" * 3_000_000}),
+    }
+    ids = {
+        name: make_submission(db, settings, user, benchmark_id=bench, archive=archive)
+        for name, archive in archives.items()
+    }
+    site.worker(ZR_MAX_UNPACKED_BYTES="1000000")
+    for sid in ids.values():
+        wait_for(lambda sid=sid: status_of(db, sid) == "invalid", what=f"{sid} invalid")
+    reasons = {name: events(db, sid)[-1].message for name, sid in ids.items()}
+    assert "'..'" in reasons["dotdot"]
+    assert "absolute path" in reasons["absolute"]
+    assert "symbolic link" in reasons["symlink"]
+    assert "too many bytes" in reasons["bomb"]
+    assert not list(site.tmp_path.rglob("*escaped.txt"))
+    for sid in ids.values():
+        assert not (settings.data_dir / "submissions" / sid / "unpacked").exists()
+
+
+SLOW_ONCE = """
+import json, os, sys, time
+inp, out = sys.argv[1], sys.argv[2]
+runs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs.txt")
+sid = os.environ["SUBMISSION_ID"]
+with open(runs, "a") as f:
+    f.write("start " + sid + "\\n")
+starts = open(runs).read().count("start " + sid)
+if starts == 1:
+    time.sleep(120)
+json.dump({"scores": {"v": starts}}, open(out, "w"))
+with open(runs, "a") as f:
+    f.write("done " + sid + "\\n")
+"""
+
+
+def owner_pid(db: Database) -> int | None:
+    with db.session(read_only=True) as session:
+        job = session.query(Job).one_or_none()
+        if job is None or job.lease_owner is None:
+            return None
+        return int(job.lease_owner.split(":")[1])
+
+
+def test_kill_9_mid_job_is_rerun_by_another_worker_and_completes_once(site: Site) -> None:
+    db, settings = site.db, site.settings
+    make_evaluator(db, "slow-once", evaluator_script(site.tmp_path, SLOW_ONCE))
+    bench = make_benchmark(db, evaluator="slow-once")
+    make_leaderboard(db, "board", bench, sort_key="scores.v")
+    user = make_user(db, settings)
+    sid = make_submission(db, settings, user, benchmark_id=bench, has_scores=False)
+    first, second = site.worker(), site.worker()
+    runs = site.tmp_path / "runs.txt"
+    wait_for(lambda: runs.exists() and "start" in runs.read_text(), what="first run")
+    pid = wait_for(lambda: owner_pid(db), what="lease owner")
+    victim = first if first.proc.pid == pid else second
+    os.kill(victim.proc.pid, signal.SIGKILL)
+    victim.proc.wait(10)
+    wait_for(lambda: status_of(db, sid) == "completed", timeout=60, what="re-run completed")
+    lines = runs.read_text().split()
+    assert lines.count("start") == 2 and lines.count("done") == 1
+    with db.session(read_only=True) as session:
+        (job,) = session.query(Job).all()
+        assert job.state == JobState.DONE and job.attempts == 2
+        assert session.query(LeaderboardEntry).filter_by(submission_id=sid).count() == 1
+    statuses = [e.status for e in events(db, sid) if e.status]
+    assert statuses.count("completed") == 1
+    assert "queued" in statuses[statuses.index("evaluating") :]  # re-queued after the kill
+
+
+def test_sigterm_releases_a_long_job_without_counting_it(site: Site) -> None:
+    db, settings = site.db, site.settings
+    make_evaluator(db, "slow-once", evaluator_script(site.tmp_path, SLOW_ONCE))
+    bench = make_benchmark(db, evaluator="slow-once")
+    user = make_user(db, settings)
+    sid = make_submission(db, settings, user, benchmark_id=bench, has_scores=False)
+    worker = site.worker(ZR_WORKER_STOP_GRACE_SECONDS="0.5")
+    wait_for(lambda: status_of(db, sid) == "evaluating", what="evaluating")
+    wait_for(lambda: (site.tmp_path / "runs.txt").exists(), what="evaluator started")
+    worker.signal(signal.SIGTERM)
+    assert worker.proc.wait(30) == 0
+    assert status_of(db, sid) == "queued"
+    with db.session(read_only=True) as session:
+        (job,) = session.query(Job).all()
+        assert job.state == JobState.QUEUED and job.attempts == 0
+    site.worker()
+    wait_for(lambda: status_of(db, sid) == "completed", what="completed by the next worker")
+
+
+COUNTING = """
+import json, os, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "seen.txt"), "a") as f:
+    f.write(os.environ["SUBMISSION_ID"] + "\\n")
+time.sleep(0.2)
+json.dump({"scores": {"v": 1}}, open(sys.argv[2], "w"))
+"""
+
+
+def test_several_workers_never_run_the_same_job_twice(site: Site) -> None:
+    db, settings = site.db, site.settings
+    make_evaluator(db, "counting", evaluator_script(site.tmp_path, COUNTING))
+    bench = make_benchmark(db, evaluator="counting")
+    user = make_user(db, settings)
+    workers = [site.worker() for _ in range(3)]
+    for worker in workers:
+        wait_for(lambda worker=worker: "started" in worker.output(), what="worker up")
+    ids = [
+        make_submission(db, settings, user, benchmark_id=bench, has_scores=False) for _ in range(15)
+    ]
+    for sid in ids:
+        wait_for(lambda sid=sid: status_of(db, sid) == "completed", what=f"{sid} completed")
+    seen = Counter((site.tmp_path / "seen.txt").read_text().split())
+    assert seen == Counter(ids)
+    with db.session(read_only=True) as session:
+        claims = [
+            e.message
+            for e in session.query(SubmissionEvent).filter(SubmissionEvent.status == "evaluating")
+        ]
+    assert len(claims) == 15
+    owners = {message.split("claimed by worker ")[1].split(" ")[0] for message in claims}
+    assert len(owners) >= 2  # the work really was shared between processes
