@@ -70,10 +70,10 @@ def enqueue(*, session: Session, submission_id: str, max_attempts: int, reason: 
     )
     if submission is None:
         raise NotFound(f"no submission {submission_id}")
-    if submission.status not in EVALUABLE:
-        raise Conflict(f"{NOT_EVALUABLE} (status is {submission.status})")
     if _active_job(session, submission_id) is not None:
         raise Conflict(ALREADY_QUEUED)
+    if submission.status not in EVALUABLE:
+        raise Conflict(f"{NOT_EVALUABLE} (status is {submission.status})")
     job = Job(
         submission_id=submission_id,
         state=JobState.QUEUED,
