@@ -1,5 +1,251 @@
-"""HTML pages under /page/ (jinja2, no JavaScript)."""
+"""HTML pages under /page/ for sign-up, e-mail verification and password reset (jinja2, no JS).
 
-from fastapi import APIRouter
+Forms post back to the same pages; every value is autoescaped. Wrong input re-renders the form
+with a 400 and the reasons; the pages call the same service functions as the JSON API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import jinja2
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from zerospeech_api.accounts import service
+from zerospeech_api.accounts.schemas import (
+    MAX_AFFILIATION_LENGTH,
+    MAX_NAME_LENGTH,
+    EmailRequest,
+    SignupRequest,
+)
+from zerospeech_api.deps import DatabaseDep, SessionDep, SettingsDep
+from zerospeech_api.errors import READ_ONLY_DETAIL, DomainError
+from zerospeech_api.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+PASSWORDS_DIFFER = "the two passwords differ"
+SIGNUP_PAGE_DONE = (
+    "Your account is created. We sent a link to your e-mail address: open it to verify the "
+    "address, then log in (with the zrc client: zrc user login)."
+)
+RESET_DONE = "Your password is changed and every session has ended: log in again."
 
 router = APIRouter(prefix="/page", include_in_schema=False)
+
+templates = Jinja2Templates(
+    env=jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,  # everything, whatever the file name
+        undefined=jinja2.ChainableUndefined,
+    )
+)
+
+Field = Annotated[str, Form()]
+
+
+def render(
+    request: Request, name: str, *, title: str, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    settings = request.app.state.settings
+    context.update(
+        title=title,
+        app_name=settings.app_name,
+        contact_email=settings.contact_email,
+        min_password=MIN_PASSWORD_LENGTH,
+        max_password=MAX_PASSWORD_LENGTH,
+        max_name=MAX_NAME_LENGTH,
+        max_affiliation=MAX_AFFILIATION_LENGTH,
+    )
+    return templates.TemplateResponse(
+        request, name, context, status_code=status_code, headers={"Cache-Control": "no-store"}
+    )
+
+
+def message(
+    request: Request,
+    *,
+    title: str,
+    text: str,
+    success: bool,
+    status_code: int = 200,
+    links: list[tuple[str, str]] | None = None,
+) -> HTMLResponse:
+    return render(
+        request,
+        "accounts/message.html",
+        title=title,
+        message=text,
+        success=success,
+        status_code=status_code,
+        links=links or [],
+    )
+
+
+def validation_messages(exc: ValidationError) -> list[str]:
+    """Readable lines from a pydantic error, without echoing the values."""
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error.get("loc", ()))
+        text = error.get("msg", "invalid")
+        lines.append(f"{field.replace('_', ' ')}: {text}" if field else text)
+    return lines
+
+
+@router.get("/signup")
+def signup_form(request: Request) -> HTMLResponse:
+    return render(request, "accounts/signup.html", title="Sign up", form={})
+
+
+@router.post("/signup")
+def signup_submit(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    username: Field = "",
+    email: Field = "",
+    first_name: Field = "",
+    last_name: Field = "",
+    affiliation: Field = "",
+    password: Field = "",
+) -> HTMLResponse:
+    form = {
+        "username": username,
+        "email": email,
+        "first_name": first_name,
+        "last_name": last_name,
+        "affiliation": affiliation,
+    }
+    try:
+        data = SignupRequest(**form, password=password)
+        service.signup(
+            session=session, settings=settings, mailer=request.app.state.mailer, data=data
+        )
+    except ValidationError as exc:
+        errors = validation_messages(exc)
+    except DomainError as exc:
+        errors = [exc.detail]
+    else:
+        return message(request, title="Check your mail", text=SIGNUP_PAGE_DONE, success=True)
+    return render(
+        request,
+        "accounts/signup.html",
+        title="Sign up",
+        form=form,
+        errors=errors,
+        status_code=400,
+    )
+
+
+@router.get("/verify")
+def verify(
+    request: Request, db: DatabaseDep, settings: SettingsDep, token: str = ""
+) -> HTMLResponse:
+    """With ?token= from the mail, verifies at once; without, a form to paste it or resend."""
+    if not token:
+        return render(request, "accounts/verify.html", title="Verify your e-mail address")
+    if settings.read_only:  # a GET that writes: the read-only switch does not cover it
+        return message(
+            request, title="Try later", text=READ_ONLY_DETAIL, success=False, status_code=423
+        )
+    try:
+        with db.transaction() as session:
+            service.verify_email(session=session, token=token[:200])
+    except DomainError as exc:
+        return message(
+            request,
+            title="Verification failed",
+            text=exc.detail,
+            success=False,
+            status_code=exc.status,
+            links=[("Ask for a new link", "/page/verify")],
+        )
+    return message(request, title="E-mail address verified", text=service.VERIFIED, success=True)
+
+
+@router.post("/verify/resend")
+def verify_resend(
+    request: Request, session: SessionDep, settings: SettingsDep, email: Field = ""
+) -> HTMLResponse:
+    try:
+        data = EmailRequest(email=email)
+    except ValidationError as exc:
+        return render(
+            request,
+            "accounts/verify.html",
+            title="Verify your e-mail address",
+            errors=validation_messages(exc),
+            status_code=400,
+        )
+    service.resend_verification(
+        session=session, settings=settings, mailer=request.app.state.mailer, email=data.email
+    )
+    return message(request, title="Check your mail", text=service.VERIFY_SENT, success=True)
+
+
+@router.get("/reset")
+def reset_form(request: Request, token: str = "") -> HTMLResponse:
+    """With ?token= from the mail, the new-password form; without, the form to ask for a link."""
+    if token:
+        return render(request, "accounts/reset.html", title="Choose a new password", token=token)
+    return render(request, "accounts/reset_request.html", title="Reset your password")
+
+
+@router.post("/reset/request")
+def reset_request(
+    request: Request, session: SessionDep, settings: SettingsDep, email: Field = ""
+) -> HTMLResponse:
+    try:
+        data = EmailRequest(email=email)
+    except ValidationError as exc:
+        return render(
+            request,
+            "accounts/reset_request.html",
+            title="Reset your password",
+            errors=validation_messages(exc),
+            status_code=400,
+        )
+    service.request_password_reset(
+        session=session, settings=settings, mailer=request.app.state.mailer, email=data.email
+    )
+    return message(request, title="Check your mail", text=service.RESET_SENT, success=True)
+
+
+@router.post("/reset")
+def reset_submit(
+    request: Request,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    token: Field = "",
+    password: Field = "",
+    confirm: Field = "",
+) -> HTMLResponse:
+    errors: list[str] = []
+    if password != confirm:
+        errors = [PASSWORDS_DIFFER]
+    elif not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        errors = [f"password: {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"]
+    else:
+        try:
+            service.reset_password(db=db, settings=settings, token=token[:200], password=password)
+        except DomainError as exc:
+            return message(
+                request,
+                title="Reset failed",
+                text=exc.detail,
+                success=False,
+                status_code=exc.status,
+                links=[("Ask for a new link", "/page/reset")],
+            )
+        return message(request, title="Password changed", text=RESET_DONE, success=True)
+    return render(
+        request,
+        "accounts/reset.html",
+        title="Choose a new password",
+        token=token,
+        errors=errors,
+        status_code=400,
+    )

@@ -1,5 +1,157 @@
 """HTTP routes of accounts (thin: parse, call one service function, return a schema)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+
+from zerospeech_api.accounts import service
+from zerospeech_api.accounts.schemas import (
+    EmailRequest,
+    LoginForm,
+    LoginResponse,
+    Message,
+    PasswordUpdate,
+    Profile,
+    ProfileUpdate,
+    SignupRequest,
+    SignupResponse,
+    VerifyRequest,
+)
+from zerospeech_api.deps import (
+    CallerDep,
+    CurrentUser,
+    DatabaseDep,
+    SessionDep,
+    SettingsDep,
+    TokenDep,
+    require_self_or_admin,
+)
+from zerospeech_api.errors import BadRequest
+from zerospeech_api.mail import Mailer
 
 router = APIRouter(tags=["accounts"])
+
+
+def client_address(request: Request) -> str | None:
+    """The caller's address (gunicorn's forwarded_allow_ips makes it the real one behind nginx)."""
+    return request.client.host if request.client else None
+
+
+def mailer(request: Request) -> Mailer:
+    return request.app.state.mailer
+
+
+@router.post("/auth/signup")
+def signup(
+    body: SignupRequest, request: Request, session: SessionDep, settings: SettingsDep
+) -> SignupResponse:
+    """Create an account and mail a verification link; the account can log in once verified."""
+    user = service.signup(session=session, settings=settings, mailer=mailer(request), data=body)
+    return SignupResponse(
+        username=user.username,
+        email=user.email,
+        verified=user.verified,
+        message=service.SIGNUP_DONE,
+    )
+
+
+@router.post("/auth/verify")
+def verify(body: VerifyRequest, session: SessionDep) -> Message:
+    """Verify an e-mail address with the token from the verification link (works once)."""
+    service.verify_email(session=session, token=body.token)
+    return Message(message=service.VERIFIED)
+
+
+@router.post("/auth/verify/resend")
+def resend_verification(
+    body: EmailRequest, request: Request, session: SessionDep, settings: SettingsDep
+) -> Message:
+    """Mail a new verification link; the answer is the same whether or not the account exists."""
+    service.resend_verification(
+        session=session, settings=settings, mailer=mailer(request), email=body.email
+    )
+    return Message(message=service.VERIFY_SENT)
+
+
+@router.post("/auth/login")
+def login(
+    form: Annotated[LoginForm, Form()], request: Request, db: DatabaseDep, settings: SettingsDep
+) -> LoginResponse:
+    """OAuth2 password login (the zrc client's form): `username` may be a username or an e-mail.
+
+    401 on wrong credentials, 403 for unverified or deactivated accounts, 429 with Retry-After
+    after too many failures for the account or from the address."""
+    result = service.login(
+        db=db,
+        settings=settings,
+        identifier=form.username,
+        password=form.password,
+        client_address=client_address(request),
+    )
+    return LoginResponse.build(
+        username=result.username, token=result.token, expires_at=result.expires_at
+    )
+
+
+@router.post("/auth/logout")
+def logout(caller: CallerDep, session: SessionDep) -> Message:
+    """End the session of the bearer token at once."""
+    service.logout(session=session, jti=caller.jti)
+    return Message(message=service.LOGGED_OUT)
+
+
+@router.post("/auth/password/reset")
+def request_password_reset(
+    body: EmailRequest, request: Request, session: SessionDep, settings: SettingsDep
+) -> Message:
+    """Mail a password reset link; the answer never reveals whether the account exists."""
+    service.request_password_reset(
+        session=session, settings=settings, mailer=mailer(request), email=body.email
+    )
+    return Message(message=service.RESET_SENT)
+
+
+@router.post("/auth/password/update")
+def update_password(
+    body: PasswordUpdate,
+    request: Request,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    bearer: TokenDep,
+) -> Message:
+    """Set a new password with `token` from a reset mail, or with a bearer token and
+    `old_password`. Either way every session of the user ends."""
+    if body.token is not None:
+        service.reset_password(db=db, settings=settings, token=body.token, password=body.password)
+    elif bearer and body.old_password is not None:
+        service.change_password(
+            db=db,
+            settings=settings,
+            bearer=bearer,
+            old_password=body.old_password,
+            password=body.password,
+            client_address=client_address(request),
+        )
+    else:
+        raise BadRequest(service.PASSWORD_UPDATE_NEEDS)
+    return Message(message=service.PASSWORD_CHANGED)
+
+
+@router.get("/users/{username}/profile")
+def get_profile(username: str, user: CurrentUser, session: SessionDep) -> Profile:
+    """A user's profile: their own, or anyone's for an admin (403 otherwise)."""
+    require_self_or_admin(username, user)
+    return Profile.model_validate(service.get_user(session=session, username=username))
+
+
+@router.put("/users/{username}/profile")
+@router.patch("/users/{username}/profile")
+def update_profile(
+    username: str, body: ProfileUpdate, user: CurrentUser, session: SessionDep
+) -> Profile:
+    """Change first name, last name or affiliation (self, or an admin)."""
+    require_self_or_admin(username, user)
+    updated = service.update_profile(session=session, username=username, changes=body)
+    return Profile.model_validate(updated)

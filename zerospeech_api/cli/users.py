@@ -1,8 +1,225 @@
-"""`users` admin commands."""
+"""`users` admin commands: create, list, show, verify, activate, deactivate, set-password.
+
+Passwords come from a hidden prompt (typed twice) or from stdin (`--password-stdin`), never from
+the command line, where other users of the machine could read them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.orm import Session
+
+from zerospeech_api.accounts import service
+from zerospeech_api.accounts.schemas import Password, SignupRequest
+from zerospeech_api.accounts.sessions import open_session_count
+from zerospeech_api.cli.context import CliContext, pass_ctx
+from zerospeech_api.cli.output import fail, fields, table
+from zerospeech_api.db.tables import User
+from zerospeech_api.errors import DomainError
+
+EMPTY_STDIN = "no password on stdin"
+PASSWORDS_DIFFER = "the two passwords differ"
+
+
+def _validation_text(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+@contextmanager
+def _errors_to_exit() -> Iterator[None]:
+    """Domain and validation errors become `error: ...` on stderr and exit status 1."""
+    try:
+        yield
+    except DomainError as exc:
+        fail(exc.detail)
+    except ValidationError as exc:
+        fail(_validation_text(exc))
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        # One line; only the line ending is removed (spaces may be part of a password).
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            fail(EMPTY_STDIN)
+    else:
+        password = click.prompt("Password", hide_input=True)
+        if click.prompt("Password again", hide_input=True) != password:
+            fail(PASSWORDS_DIFFER)
+    try:
+        TypeAdapter(Password).validate_python(password)
+    except ValidationError as exc:
+        fail(f"password: {exc.errors()[0]['msg']}")
+    return password
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _show(session: Session, user: User) -> None:
+    fields(
+        [
+            ("username", user.username),
+            ("email", user.email),
+            ("first name", user.first_name),
+            ("last name", user.last_name),
+            ("affiliation", user.affiliation),
+            ("verified", _yes(user.verified)),
+            ("active", _yes(user.active)),
+            ("admin", _yes(user.admin)),
+            ("created", user.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
+            ("open sessions", open_session_count(session=session, user_id=user.id)),
+        ]
+    )
+
+
+password_stdin = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
 
 
 @click.group(name="users")
 def group() -> None:
     """Manage users."""
+
+
+@group.command()
+@click.argument("username")
+@click.option("--email", required=True, help="E-mail address.")
+@click.option("--first-name", required=True)
+@click.option("--last-name", required=True)
+@click.option("--affiliation", required=True)
+@password_stdin
+@click.option("--verified", is_flag=True, help="Mark verified (else a verification mail is sent).")
+@click.option("--admin", is_flag=True, help="Make an administrator.")
+@pass_ctx
+def create(
+    ctx: CliContext,
+    username: str,
+    email: str,
+    first_name: str,
+    last_name: str,
+    affiliation: str,
+    password_stdin: bool,
+    verified: bool,
+    admin: bool,
+) -> None:
+    """Create a user (password from a prompt, or stdin with --password-stdin)."""
+    from zerospeech_api.mail import Mailer
+
+    password = _read_password(password_stdin)
+    with _errors_to_exit():
+        data = SignupRequest(
+            username=username,
+            email=email,
+            first_name=first_name,
+            last_name=last_name,
+            affiliation=affiliation,
+            password=password,
+        )
+        mailer = Mailer(ctx.settings)
+        try:
+            with ctx.db.transaction() as session:
+                user = service.create_user(
+                    session=session,
+                    settings=ctx.settings,
+                    data=data,
+                    verified=verified,
+                    admin=admin,
+                )
+                if not verified:
+                    service.send_verification(
+                        session=session, settings=ctx.settings, mailer=mailer, user=user
+                    )
+                _show(session, user)
+        finally:
+            mailer.close()  # waits until the mail is written or sent
+    if not verified:
+        click.echo(f"a verification link was mailed to {user.email}")
+
+
+@group.command(name="list")
+@pass_ctx
+def list_(ctx: CliContext) -> None:
+    """List all users."""
+    with ctx.db.transaction(read_only=True) as session:
+        users = service.list_users(session=session)
+    table(
+        ["username", "email", "name", "affiliation", "verified", "active", "admin", "created"],
+        [
+            (
+                u.username,
+                u.email,
+                f"{u.first_name} {u.last_name}",
+                u.affiliation,
+                _yes(u.verified),
+                _yes(u.active),
+                _yes(u.admin),
+                u.created_at.strftime("%Y-%m-%d %H:%M"),
+            )
+            for u in users
+        ],
+    )
+
+
+@group.command()
+@click.argument("username")
+@pass_ctx
+def show(ctx: CliContext, username: str) -> None:
+    """Show one user."""
+    with _errors_to_exit(), ctx.db.transaction(read_only=True) as session:
+        _show(session, service.get_user(session=session, username=username))
+
+
+@group.command()
+@click.argument("username")
+@pass_ctx
+def verify(ctx: CliContext, username: str) -> None:
+    """Mark a user's e-mail address verified (they can log in)."""
+    with _errors_to_exit(), ctx.db.transaction() as session:
+        service.set_verified(session=session, username=username)
+    click.echo(f"{username}: verified")
+
+
+@group.command()
+@click.argument("username")
+@pass_ctx
+def deactivate(ctx: CliContext, username: str) -> None:
+    """Deactivate a user: no more logins, and every session ends now."""
+    with _errors_to_exit(), ctx.db.transaction() as session:
+        _, ended = service.set_active(session=session, username=username, active=False)
+    click.echo(f"{username}: deactivated, {ended} session(s) ended")
+
+
+@group.command()
+@click.argument("username")
+@pass_ctx
+def activate(ctx: CliContext, username: str) -> None:
+    """Re-activate a deactivated user."""
+    with _errors_to_exit(), ctx.db.transaction() as session:
+        service.set_active(session=session, username=username, active=True)
+    click.echo(f"{username}: active")
+
+
+@group.command(name="set-password")
+@click.argument("username")
+@password_stdin
+@pass_ctx
+def set_password(ctx: CliContext, username: str, password_stdin: bool) -> None:
+    """Set a user's password (prompt, or stdin); every session of the user ends."""
+    with _errors_to_exit(), ctx.db.transaction(read_only=True) as session:
+        service.get_user(session=session, username=username)  # fail before asking
+    password = _read_password(password_stdin)
+    with _errors_to_exit():
+        ended = service.set_password(
+            db=ctx.db, settings=ctx.settings, username=username, password=password
+        )
+    click.echo(f"{username}: password set, {ended} session(s) ended")

@@ -1,0 +1,51 @@
+"""Read the mails the server wrote to <data>/outbox and pull the links out of them."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass(frozen=True)
+class Mail:
+    path: Path
+    to: str
+    subject: str
+    body: str
+
+    def link(self, page: str) -> str:
+        """The first link to /page/<page> in the body."""
+        match = re.search(rf"https?://\S+/page/{page}\?token=\S+", self.body)
+        assert match, f"no /page/{page} link in:\n{self.body}"
+        return match.group(0)
+
+    def token(self, page: str) -> str:
+        return parse_qs(urlsplit(self.link(page)).query)["token"][0]
+
+
+def read_mails(outbox: Path) -> list[Mail]:
+    """Every complete message in the outbox, oldest first."""
+    mails = []
+    for path in sorted(outbox.glob("*.eml")) if outbox.is_dir() else []:
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        body = message.get_body(("plain",))
+        assert body is not None
+        mails.append(Mail(path, str(message["To"]), str(message["Subject"]), body.get_content()))
+    return mails
+
+
+def wait_for_mail(outbox: Path, *, to: str, count: int = 1, timeout: float = 15) -> Mail:
+    """The newest mail to `to`, once at least `count` have arrived (mail is sent in background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mails = [m for m in read_mails(outbox) if m.to.lower() == to.lower()]
+        if len(mails) >= count:
+            return mails[-1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} mail(s) to {to} not in {outbox} after {timeout}s")
+        time.sleep(0.05)
