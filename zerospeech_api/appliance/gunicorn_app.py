@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gunicorn.app.base import Application
 
-from zerospeech_api.settings import Settings
+from zerospeech_api.settings import Settings, SettingsError
+
+log = logging.getLogger("zerospeech_api.serve")
 
 WORKER_CLASS = "uvicorn_worker.UvicornWorker"
 
@@ -32,11 +35,22 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 class ZeroSpeechGunicorn(Application):
-    """`zerospeech-api serve`: our settings first, then `-c FILE`, then extra gunicorn args."""
+    """`zerospeech-api serve`: our settings first, then `-c FILE`, then extra gunicorn args.
 
-    def __init__(self, settings: Settings, extra_args: Sequence[str] = ()) -> None:
+    With `reload_settings`, a HUP (`ctl reload`) reads the settings again, so the new workers
+    see an edited .env (read-only mode on or off, log level...) without a restart.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        extra_args: Sequence[str] = (),
+        reload_settings: Callable[[], Settings] | None = None,
+    ) -> None:
         self.settings = settings
         self.extra_args = list(extra_args)
+        self.reload_settings = reload_settings
+        self._configured = False
         super().__init__(
             usage="zerospeech-api serve [gunicorn options]", prog="zerospeech-api serve"
         )
@@ -45,6 +59,12 @@ class ZeroSpeechGunicorn(Application):
         super().load_default_config()
 
     def load_config(self) -> None:
+        if self._configured and self.reload_settings is not None:
+            try:
+                self.settings = self.reload_settings()
+            except SettingsError as exc:
+                log.error("reload: keeping the previous settings: %s", exc)
+        self._configured = True
         for key, value in gunicorn_options(self.settings).items():
             self.cfg.set(key, value)
         parser = self.cfg.parser()

@@ -30,7 +30,7 @@ def version() -> None:
     from zerospeech_api.appliance.pyz import build_id
 
     build = build_id()
-    click.echo(f"zerospeech-api {__version__}" + (f" (build {build})" if build else ""))
+    click.echo(f"zerospeech-api {__version__}" + (f" (build {build[:12]})" if build else ""))
 
 
 for command in (*run.COMMANDS, *ops.COMMANDS):

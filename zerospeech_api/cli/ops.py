@@ -1,4 +1,4 @@
-"""Operations: `init`, `migrate`, `check`."""
+"""Operations: `init`, `migrate`, `check`, `supervise`, `ctl`, `backup`, `cleanup-extractions`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 from sqlalchemy import text
 
 from zerospeech_api.cli.context import CliContext, pass_ctx
-from zerospeech_api.cli.output import fail, fields
+from zerospeech_api.cli.output import fail, fields, table
 from zerospeech_api.settings import ENV_PREFIX, env_file_path
 
 
@@ -92,4 +92,124 @@ def check(ctx: CliContext) -> None:
     click.echo("check: ok")
 
 
-COMMANDS = (init, migrate, check)
+def _prepare_supervise(ctx: CliContext) -> None:
+    """What `serve` would check, done once before supervisord starts N children."""
+    from zerospeech_api.cli.run import _prepare
+
+    _prepare(ctx)
+
+
+@click.command()
+@click.option(
+    "-c",
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Use this supervisord config instead of generating <data>/run/supervisord.conf.",
+)
+@click.option("--print-config", is_flag=True, help="Print the generated config and exit.")
+@pass_ctx
+def supervise(ctx: CliContext, config: Path | None, print_config: bool) -> None:
+    """Production: the bundled supervisord keeps `serve` and the evaluation workers running."""
+    from zerospeech_api.appliance import supervisor
+    from zerospeech_api.appliance.pyz import program_command
+
+    settings = ctx.settings
+    paths = supervisor.layout(settings)
+    env_file = env_file_path(ctx.env_file)
+    text = supervisor.render_config(
+        settings,
+        program=program_command(),
+        # Children get the same .env by absolute path: their working folder is fixed.
+        env_file=env_file.resolve() if env_file.is_file() else None,
+        directory=Path.cwd(),
+    )
+    if print_config:
+        click.echo(text, nl=False)
+        return
+    _prepare_supervise(ctx)  # secret, data folder, migrations: once, not in every child
+    paths.create()
+    if config is None:
+        config = paths.config
+        supervisor.write_atomically(config, text)
+    click.echo(f"supervise: supervisord with {config}; logs in {paths.logs_dir}", err=True)
+    supervisor.run_supervisord(config.resolve())
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "-c",
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The supervisord config (default: <data>/run/supervisord.conf, written by supervise).",
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def ctl(ctx: CliContext, config: Path | None, args: tuple[str, ...]) -> None:
+    """supervisorctl for `supervise`: status, restart api, restart all, tail -f api, reload...
+
+    `ctl reload` is not supervisorctl's reload: it sends HUP to gunicorn, which starts new
+    workers with the current code and .env and lets the old ones finish their requests.
+    """
+    from zerospeech_api.appliance import supervisor
+
+    config = config or supervisor.layout(ctx.settings).config
+    if not config.is_file():
+        fail(f"{config} does not exist: is `supervise` running with this .env?")
+    supervisor.run_supervisorctl(config, args or ("status",))
+
+
+@click.command()
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--no-checksums", is_flag=True, help="Manifest with sizes and mtimes only (fast).")
+@pass_ctx
+def backup(ctx: CliContext, target: Path, no_checksums: bool) -> None:
+    """Online backup into TARGET: consistent SQLite copy + manifest of the data folder."""
+    from zerospeech_api.appliance.backup import PG_DUMP_HINT, BackupError, data_size, sqlite_path
+    from zerospeech_api.appliance.backup import backup as make_backup
+
+    settings = ctx.settings
+    try:
+        db_file = sqlite_path(settings.database)
+        skip = {db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm")} if db_file else set()
+        total = 0 if no_checksums else data_size(settings.data_dir.resolve(), skip)
+        with click.progressbar(
+            length=max(total, 1), label="checksums", file=click.get_text_stream("stderr")
+        ) as bar:
+            result = make_backup(settings, target, checksums=not no_checksums, progress=bar.update)
+    except BackupError as exc:
+        fail(str(exc))
+    click.echo(f"backup: {result.folder}")
+    click.echo(f"manifest: {result.files} files, {result.total_bytes} bytes")
+    if not result.database_copied:
+        fail(PG_DUMP_HINT)
+    click.echo(f"database: {result.folder / 'zerospeech.db'} (online copy, integrity ok)")
+
+
+@click.command(name="cleanup-extractions")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def cleanup_extractions(dry_run: bool) -> None:
+    """Remove old pyz extractions under $SHIV_ROOT (~/.shiv) that no process uses any more."""
+    from zerospeech_api.appliance.pyz import find_extractions, remove_extraction, shiv_root
+
+    root = shiv_root()
+    found = find_extractions(root)
+    rows = []
+    for extraction in found:
+        if extraction.current:
+            action = "kept (running build)"
+        elif extraction.in_use:
+            action = "kept (in use)"
+        elif dry_run:
+            action = "would remove"
+        else:
+            action = "removed" if remove_extraction(extraction) else "kept (locked)"
+        rows.append((extraction.path.name, action))
+    click.echo(f"shiv root: {root}")
+    table(("extraction", "action"), rows)
+
+
+COMMANDS = (init, migrate, check, supervise, ctl, backup, cleanup_extractions)

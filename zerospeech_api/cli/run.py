@@ -50,9 +50,13 @@ def dev(ctx: CliContext, uvicorn_args: tuple[str, ...]) -> None:
 def serve(ctx: CliContext, gunicorn_args: tuple[str, ...]) -> None:
     """Production server: gunicorn with uvicorn workers; extra arguments go to gunicorn."""
     from zerospeech_api.appliance.gunicorn_app import ZeroSpeechGunicorn
+    from zerospeech_api.settings import load_settings
 
     _prepare(ctx)
-    ZeroSpeechGunicorn(ctx.settings, gunicorn_args).run()
+    env_file = ctx.env_file
+    ZeroSpeechGunicorn(
+        ctx.settings, gunicorn_args, reload_settings=lambda: load_settings(env_file)
+    ).run()
 
 
 @click.command()
