@@ -3,7 +3,9 @@ in-process clients and real `serve` processes."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,10 +27,25 @@ FAST_HASH = {"argon2_time_cost": 1, "argon2_memory_kib": 8192}
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
+def missing_tool(message: str) -> None:
+    """A system tool is missing: skip on a laptop, fail in CI (CI=true), where .ci/run has it."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message} (CI must have it: .ci/run installs it)")
+    pytest.skip(f"{message} (.ci/run installs it)")
+
+
+def require_binary(name: str) -> str:
+    """The path of executable `name` (nginx, chromium, systemd-analyze...), see `missing_tool`."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        missing_tool(f"{name} is not installed")
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
     if pg_bin() is None:
-        pytest.skip("PostgreSQL is not installed (.ci/run installs it)")
+        missing_tool("PostgreSQL is not installed")
     cluster = PostgresCluster()
     cluster.start()
     try:
