@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_handlers(app)
     app.include_router(system)
-    for module in (accounts, benchmarks, models, submissions, leaderboards, evaluation):
+    for module in (leaderboards, accounts, benchmarks, models, submissions, evaluation):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(account_pages.router)
     install_docs(app)

@@ -116,3 +116,21 @@ def test_unknown_leaderboard_is_json_404(board) -> None:
         response = client.get(f"/leaderboards/nope/{path}")
         assert response.status_code == 404
         assert response.json() == {"detail": service.NO_LEADERBOARD.format(label="nope")}
+
+
+def test_every_leaderboard_route_is_documented(board) -> None:
+    client, _ = board
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/leaderboards/list",
+        "/leaderboards/{label}/info",
+        "/leaderboards/{label}/json",
+        "/leaderboards/{label}/csv",
+        "/leaderboards/{label}/entry/{entry_id}",
+        "/benchmarks/{benchmark_id}/leaderboards/list",
+        "/submissions/{submission_id}/log",
+        "/submissions/{submission_id}/scores",
+    ):
+        assert "get" in paths[path], path
+    assert "304" in paths["/leaderboards/{label}/json"]["get"]["responses"]
+    assert client.head("/leaderboards/slm21/json").status_code == 200

@@ -73,6 +73,22 @@ def _info(leaderboard: Leaderboard, entries: int) -> LeaderboardInfo:
     )
 
 
+# Fast path for the hot reads. These plain Starlette routes come first, so they answer
+# `/json` and `/csv` without FastAPI's per-request dependency and validation machinery (a cached
+# read is then about as cheap as a bare endpoint); the FastAPI routes of the same paths below run
+# the same code and document the routes in /docs and /openapi.json.
+async def _fast_json(request: Request) -> Response:
+    return await leaderboard_json(request.path_params["label"], request)
+
+
+async def _fast_csv(request: Request) -> Response:
+    return await leaderboard_csv(request.path_params["label"], request)
+
+
+router.add_route("/leaderboards/{label}/json", _fast_json, ["GET"], include_in_schema=False)
+router.add_route("/leaderboards/{label}/csv", _fast_csv, ["GET"], include_in_schema=False)
+
+
 @router.get(
     "/leaderboards/list",
     response_model=list[LeaderboardInfo],

@@ -1,0 +1,361 @@
+"""Leaderboard reads under `serve` vs a bare FastAPI endpoint (same run), and publish latency.
+
+    python bench/bench_leaderboard.py [--seconds 4] [--rounds 3] [--workers 2] [--clients 2]
+
+1. GET /leaderboards/{label}/json for leaderboards of 40 and 1,000 realistic entries, against a
+   bare FastAPI app (same gunicorn worker class, worker count and access log) whose endpoint
+   returns a constant body of the same size; plus the 304 path (If-None-Match). Rounds are
+   interleaved and the median kept; the figure is the ratio leaderboard / bare.
+2. Time from a submission becoming `uploaded` to its entry being published (row committed) and
+   visible on the public JSON, with an idle `worker` process on default settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def create_bare_app():
+    """The baseline: one FastAPI endpoint returning a constant body per name."""
+    from fastapi import FastAPI, Response
+
+    bodies = {
+        name: Path(path).read_bytes()
+        for name, path in json.loads(os.environ["BENCH_BODIES"]).items()
+    }
+    app = FastAPI()
+
+    @app.get("/bare/{name}")
+    async def bare(name: str) -> Response:
+        return Response(bodies[name], media_type="application/json")
+
+    return app
+
+
+# --- load generator -------------------------------------------------------------------------
+
+
+def _client(port: int, path: str, extra: str, seconds: float, expect: int, out: mp.Queue) -> None:
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buffer = bytearray()
+    count = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sock.sendall(request)
+        while (split := buffer.find(b"\r\n\r\n")) < 0:
+            buffer += sock.recv(262144)
+        head = bytes(buffer[:split]).decode("latin-1")
+        del buffer[: split + 4]
+        status = int(head[9:12])
+        if status != expect:
+            raise SystemExit(f"{path}: status {status}, expected {expect}")
+        length = 0
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        while len(buffer) < length:
+            buffer += sock.recv(max(262144, length - len(buffer)))
+        del buffer[:length]
+        count += 1
+    sock.close()
+    out.put(count)
+
+
+def measure(port: int, path: str, *, seconds: float, clients: int, extra: str = "", expect=200):
+    """Requests per second over `clients` keep-alive connections in separate processes."""
+    queue: mp.Queue = mp.Queue()
+    procs = [
+        mp.Process(target=_client, args=(port, path, extra, seconds, expect, queue))
+        for _ in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    total = sum(queue.get(timeout=seconds + 60) for _ in procs)
+    for p in procs:
+        p.join()
+    return total / seconds
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(port: int, path: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early ({proc.returncode})")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"port {port} did not answer")
+
+
+def start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def prepare(env_file: Path, base_env: dict[str, str]) -> dict[str, bytes]:
+    """init, a benchmark with leaderboards of 40 and 1,000 entries; returns their JSON bodies."""
+    from tests.helpers.evaluation import make_benchmark, make_leaderboard, realistic_entry
+    from zerospeech_api.db.engine import Database
+    from zerospeech_api.leaderboards import service
+    from zerospeech_api.leaderboards.cache import encode
+    from zerospeech_api.settings import load_settings
+
+    subprocess.run(
+        [sys.executable, "-m", "zerospeech_api", "--env-file", str(env_file), "init"],
+        cwd=env_file.parent,
+        env=base_env,
+        check=True,
+        capture_output=True,
+    )
+    settings = load_settings(env_file)
+    db = Database(settings.database)
+    make_benchmark(db, "sLM21")
+    bodies = {}
+    for size in (40, 1000):
+        label = f"slm21-{size}"
+        make_leaderboard(db, label, "sLM21")
+        with db.transaction() as session:
+            service.import_entries(
+                session=session, label=label, entries=[realistic_entry(n) for n in range(size)]
+            )
+        with db.session(read_only=True) as session:
+            lb = service.get_leaderboard(session=session, label=label)
+            bodies[str(size)] = encode(service.compile_leaderboard(session=session, leaderboard=lb))
+    db.dispose()
+    return bodies
+
+
+def publish_latency(env_file: Path, port: int, runs: int) -> list[tuple[float, float]]:
+    """(seconds to committed entry, seconds to visible on /json) per submission."""
+    import httpx
+    from sqlalchemy import select
+
+    from tests.helpers.builders import make_user
+    from tests.helpers.evaluation import make_leaderboard, make_submission
+    from zerospeech_api.db.engine import Database
+    from zerospeech_api.db.tables import LeaderboardEntry, Submission, SubmissionStatus
+    from zerospeech_api.settings import load_settings
+    from zerospeech_api.submissions.events import set_status
+
+    settings = load_settings(env_file)
+    db = Database(settings.database)
+    make_leaderboard(db, "latency", "sLM21")
+    user = make_user(db, settings)
+    results = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        for _ in range(runs):
+            sid = make_submission(
+                db, settings, user, benchmark_id="sLM21", status=SubmissionStatus.UPLOADING
+            )
+            time.sleep(0.3)  # let the worker go idle at a random point of its poll cycle
+            with db.transaction() as session:
+                set_status(
+                    session=session,
+                    submission=session.get(Submission, sid),
+                    status=SubmissionStatus.UPLOADED,
+                    reason="archive verified",
+                )
+            t0 = time.monotonic()
+            committed = visible = None
+            while visible is None and time.monotonic() - t0 < 30:
+                if committed is None:
+                    with db.session(read_only=True) as session:
+                        if session.scalar(
+                            select(LeaderboardEntry.id).where(LeaderboardEntry.submission_id == sid)
+                        ):
+                            committed = time.monotonic() - t0
+                if committed is not None and sid in client.get("/leaderboards/latency/json").text:
+                    visible = time.monotonic() - t0
+                time.sleep(0.005)
+            results.append((committed or float("nan"), visible or float("nan")))
+    db.dispose()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--latency-runs", type=int, default=8)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="zr-bench-lb-"))
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("ZR_")}
+    env_file = tmp / ".env"
+    env_file.write_text(
+        f"ZR_DATA_DIR={tmp / 'data'}\nZR_SECRET_KEY={secrets.token_urlsafe(48)}\n"
+        "ZR_ARGON2_TIME_COST=1\nZR_ARGON2_MEMORY_KIB=8192\n"
+    )
+    bodies = prepare(env_file, base_env)
+    paths = {}
+    for name, body in bodies.items():
+        paths[name] = str(tmp / f"body-{name}.json")
+        Path(paths[name]).write_bytes(body)
+    paths["empty"] = str(tmp / "body-empty.json")
+    Path(paths["empty"]).write_bytes(b"")
+
+    api_port, bare_port = free_port(), free_port()
+    api = start(
+        [
+            sys.executable,
+            "-m",
+            "zerospeech_api",
+            "--env-file",
+            str(env_file),
+            "serve",
+            "--bind",
+            f"127.0.0.1:{api_port}",
+            "--workers",
+            str(args.workers),
+        ],
+        tmp / "serve.log",
+        base_env,
+    )
+    bare = start(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "-w",
+            str(args.workers),
+            "-b",
+            f"127.0.0.1:{bare_port}",
+            "--access-logfile",
+            "-",
+            "--error-logfile",
+            "-",
+            "bench.bench_leaderboard:create_bare_app()",
+        ],
+        tmp / "bare.log",
+        {**base_env, "BENCH_BODIES": json.dumps(paths)},
+    )
+    worker = None
+    try:
+        wait_http(api_port, "/health", api)
+        wait_http(bare_port, "/bare/40", bare)
+        etags = {}
+        import httpx
+
+        for size in ("40", "1000"):
+            response = httpx.get(f"http://127.0.0.1:{api_port}/leaderboards/slm21-{size}/json")
+            assert response.content == bodies[size], "served body differs from the compiled one"
+            etags[size] = response.headers["etag"]
+        cases = {
+            "bare 40": (bare_port, "/bare/40", "", 200),
+            "leaderboard 40": (api_port, "/leaderboards/slm21-40/json", "", 200),
+            "bare 1000": (bare_port, "/bare/1000", "", 200),
+            "leaderboard 1000": (api_port, "/leaderboards/slm21-1000/json", "", 200),
+            "bare empty": (bare_port, "/bare/empty", "", 200),
+            "leaderboard 1000 304": (
+                api_port,
+                "/leaderboards/slm21-1000/json",
+                f"If-None-Match: {etags['1000']}\r\n",
+                304,
+            ),
+        }
+        for port, path, extra, expect in cases.values():  # warm-up
+            measure(port, path, seconds=1, clients=args.clients, extra=extra, expect=expect)
+        samples: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(args.rounds):
+            for name, (port, path, extra, expect) in cases.items():
+                samples[name].append(
+                    measure(
+                        port,
+                        path,
+                        seconds=args.seconds,
+                        clients=args.clients,
+                        extra=extra,
+                        expect=expect,
+                    )
+                )
+        rps = {name: statistics.median(values) for name, values in samples.items()}
+        print(
+            f"# leaderboard reads: {args.workers} server workers, {args.clients} clients, "
+            f"{args.rounds} x {args.seconds:g}s rounds (median)"
+        )
+        print(f"body sizes: 40 entries {len(bodies['40'])} B, 1000 entries {len(bodies['1000'])} B")
+        for name, value in rps.items():
+            print(f"{name:24s} {value:9.0f} req/s")
+        print(f"ratio 40:    {rps['leaderboard 40'] / rps['bare 40']:.2f}")
+        print(f"ratio 1000:  {rps['leaderboard 1000'] / rps['bare 1000']:.2f}")
+        print(f"304 vs bare empty body: {rps['leaderboard 1000 304'] / rps['bare empty']:.2f}")
+        print(f"304 vs bare 1000:       {rps['leaderboard 1000 304'] / rps['bare 1000']:.2f}")
+
+        stop(bare)
+        worker = start(
+            [sys.executable, "-m", "zerospeech_api", "--env-file", str(env_file), "worker"],
+            tmp / "worker.log",
+            base_env,
+        )
+        time.sleep(2)  # worker start-up; not part of the measurement
+        latency = publish_latency(env_file, api_port, args.latency_runs)
+        committed = [c for c, _ in latency]
+        visible = [v for _, v in latency]
+        print("# upload completion -> published entry, idle worker, default settings")
+        print(f"committed: median {statistics.median(committed):.3f}s max {max(committed):.3f}s")
+        print(f"visible on /json: median {statistics.median(visible):.3f}s max {max(visible):.3f}s")
+    finally:
+        for proc in (api, bare, worker):
+            if proc is not None:
+                stop(proc)
+
+
+if __name__ == "__main__":
+    main()
