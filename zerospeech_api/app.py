@@ -28,6 +28,7 @@ from zerospeech_api.middleware import (
 from zerospeech_api.models import router as models
 from zerospeech_api.settings import Settings, load_settings
 from zerospeech_api.submissions import router as submissions
+from zerospeech_api.submissions.assembly import Assembler
 
 log = logging.getLogger("zerospeech_api.app")
 
@@ -65,10 +66,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.require_secret()
     db = Database(settings.database)
     mailer = Mailer(settings)
+    assembler = Assembler(settings=settings, db=db)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if not settings.read_only:
+            assembler.recover()  # joins interrupted by a crash, temp files of dead processes
         yield
+        assembler.close()
         mailer.close()
         db.dispose()
 
@@ -84,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.mailer = mailer
+    app.state.assembler = assembler
 
     install_handlers(app)
     app.include_router(system)

@@ -6,15 +6,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zerospeech_api.accounts.sessions import authenticate
 from zerospeech_api.db.engine import Database
-from zerospeech_api.db.tables import User
-from zerospeech_api.errors import Forbidden, Unauthorized
+from zerospeech_api.db.tables import Submission, User
+from zerospeech_api.errors import Forbidden, NotFound, Unauthorized
 from zerospeech_api.settings import Settings
+from zerospeech_api.submissions.service import owned_submission
+from zerospeech_api.submissions.uploads import UploadTarget, check_declared_length, plan_upload
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 
@@ -95,3 +98,53 @@ def require_self_or_admin(username: str, user: User) -> None:
     """403 unless the caller is `username` or an admin (the contract's profile rule)."""
     if user.username != username and not user.admin:
         raise Forbidden("not allowed: this resource belongs to another user")
+
+
+def get_path_user(username: str, user: CurrentUser, session: SessionDep) -> User:
+    """The user named in the path, when the caller is that user or an admin (403 otherwise)."""
+    require_self_or_admin(username, user)
+    if user.username == username:
+        return user
+    target = session.scalar(select(User).where(User.username == username))
+    if target is None:
+        raise NotFound(f"no user {username}")
+    return target
+
+
+PathUser = Annotated[User, Depends(get_path_user)]
+
+
+def get_owned_submission(submission_id: str, user: CurrentUser, session: SessionDep) -> Submission:
+    """The submission if the caller owns it or is an admin (404 unknown, 403 someone else's)."""
+    return owned_submission(session=session, submission_id=submission_id, user=user)
+
+
+OwnedSubmission = Annotated[Submission, Depends(get_owned_submission)]
+
+
+def get_upload_target(
+    request: Request,
+    submission_id: str,
+    part_name: Annotated[str, Query(max_length=1000, description="A file name from the index.")],
+    db: DatabaseDep,
+    settings: SettingsDep,
+    token: TokenDep,
+) -> UploadTarget:
+    """Authorise a content/add before its body is read, in a short read-only session (no write
+    transaction may stay open while the body streams)."""
+    if not token:
+        raise Unauthorized("not authenticated: send Authorization: Bearer <token>")
+    with db.session(read_only=True) as session:
+        user, _ = authenticate(session=session, settings=settings, token=token)
+        target = plan_upload(
+            session=session,
+            settings=settings,
+            submission_id=submission_id,
+            user=user,
+            part_name=part_name,
+        )
+    check_declared_length(target, request.headers.get("content-length"))
+    return target
+
+
+UploadTargetDep = Annotated[UploadTarget, Depends(get_upload_target)]

@@ -1,5 +1,116 @@
-"""HTTP routes of submissions (thin: parse, call one service function, return a schema)."""
+"""HTTP routes of submissions (thin: parse, call one service function, return a schema).
 
-from fastapi import APIRouter
+`content/add` is the one `async` route: it streams the body itself (see uploads.py) and runs
+its short database work in the thread pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from zerospeech_api.deps import (
+    CurrentUser,
+    OptionalCallerDep,
+    OwnedSubmission,
+    PathUser,
+    SessionDep,
+    SettingsDep,
+    UploadTargetDep,
+)
+from zerospeech_api.submissions import service, storage, uploads
+from zerospeech_api.submissions.schemas import (
+    ContentStatus,
+    Deleted,
+    PartAccepted,
+    SubmissionCreate,
+    SubmissionCreated,
+    SubmissionInfo,
+    SubmissionList,
+)
 
 router = APIRouter(tags=["submissions"])
+
+
+@router.post("/users/{username}/submissions/create", response_model=SubmissionCreated)
+def create_submission(
+    owner: PathUser, body: SubmissionCreate, session: SessionDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Register a submission (everything is checked before anything is written); then upload
+    its content with content/add."""
+    submission = service.create_submission(
+        session=session, settings=settings, owner=owner, data=body
+    )
+    return {
+        "submission_id": submission.id,
+        "status": submission.status,
+        "benchmark": submission.benchmark_id,
+        "user": owner.username,
+        "auto_eval": submission.benchmark.auto_eval,
+    }
+
+
+@router.get("/users/{username}/submissions/list", response_model=SubmissionList)
+def list_submissions(owner: PathUser, session: SessionDep) -> dict[str, Any]:
+    """The user's submissions, newest first (the user themselves or an admin)."""
+    found = service.list_submissions(session=session, user=owner)
+    return {"submissions": [service.submission_view(s, full=True) for s in found]}
+
+
+@router.get("/submissions/{submission_id}/content/status", response_model=ContentStatus)
+def content_status(submission_id: str, session: SessionDep) -> dict[str, str]:
+    """Upload status, without authentication (the zrc client sends no token here)."""
+    return uploads.content_status(session=session, submission_id=submission_id)
+
+
+@router.post("/submissions/{submission_id}/content/add", response_model=PartAccepted)
+async def content_add(request: Request, target: UploadTargetDep) -> dict[str, Any]:
+    """Upload one part (multipart/form-data, one file field `file`); `part_name` must be a name
+    from the index. When the last part is in, the server joins and verifies the archive."""
+    state = request.app.state
+    received = await uploads.receive_file(
+        request.stream(),
+        content_type=request.headers.get("content-type"),
+        directory=storage.tmp_dir(state.settings),
+        label=target.submission_id,
+        max_bytes=target.max_bytes,
+        too_big_message=target.too_big_message,
+    )
+    try:
+        uploads.verify(target, received)
+        progress = await run_in_threadpool(
+            uploads.store_part,
+            db=state.db,
+            settings=state.settings,
+            target=target,
+            received=received,
+        )
+    finally:
+        await run_in_threadpool(received.discard)
+    if progress.completed:
+        state.assembler.submit(target.submission_id)
+    return {"completed": progress.completed, "remaining": progress.remaining}
+
+
+@router.get("/submissions/{submission_id}/info", response_model=SubmissionInfo)
+def submission_info(
+    submission_id: str, caller: OptionalCallerDep, session: SessionDep
+) -> dict[str, Any]:
+    """A submission: full view for its owner/admins, public view once it is published."""
+    submission, full = service.readable_submission(
+        session=session, submission_id=submission_id, user=caller.user if caller else None
+    )
+    return service.submission_view(submission, full=full)
+
+
+@router.delete("/submissions/{submission_id}", response_model=Deleted)
+def delete_submission(
+    submission: OwnedSubmission, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Delete a submission, its files and log (owner while uploading, failed, invalid or
+    cancelled; admins always)."""
+    submission_id = submission.id
+    service.delete_submission(session=session, settings=settings, submission=submission, by=user)
+    return {"submission_id": submission_id, "deleted": True}

@@ -2,12 +2,60 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from zerospeech_api.settings import Settings
 
-_ID_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+
+MAX_NAME_LENGTH = 200
+MAX_ENTRY_PATH_LENGTH = 500
+# File names sent by clients (archive and part names, leaderboard path components): letters,
+# digits (any script), `_`, `-`, `.`, space and parentheses. No separators, no controls, nothing
+# that the zrc client would put unescaped into a URL and break (`&`, `#`, `+`, `%`, `?`).
+_NAME_OK = re.compile(r"[\w.() -]+")
+BAD_NAME = (
+    "invalid file name {name!r}: use at most {limit} letters, digits, spaces and . _ - ( ); "
+    "no path separators, no '..', not starting with '.' or a space"
+)
+BAD_ENTRY_PATH = (
+    "invalid leaderboard path {path!r}: a relative path inside the archive such as "
+    "scores/leaderboard.json (no '..', no leading '/', no backslashes)"
+)
+
+
+class UnsafeName(ValueError):
+    """A client-sent name that is not allowed (the message says why)."""
+
+
+def is_safe_name(name: str) -> bool:
+    """True for a plain file name: allowlisted characters, no `..`, no leading dot or space."""
+    return (
+        0 < len(name) <= MAX_NAME_LENGTH
+        and _NAME_OK.fullmatch(name) is not None
+        and ".." not in name
+        and not name.startswith((".", " "))
+        and not name.endswith(" ")
+    )
+
+
+def check_name(name: str) -> str:
+    """`name` if it is a safe plain file name, else `UnsafeName`."""
+    if not is_safe_name(name):
+        raise UnsafeName(BAD_NAME.format(name=name[:MAX_NAME_LENGTH], limit=MAX_NAME_LENGTH))
+    return name
+
+
+def check_entry_path(path: str) -> str:
+    """A relative in-archive path made of safe names (or ""), else `UnsafeName`."""
+    if path == "":
+        return path
+    components = path.split("/")
+    if len(path) > MAX_ENTRY_PATH_LENGTH or not all(is_safe_name(c) for c in components):
+        raise UnsafeName(BAD_ENTRY_PATH.format(path=path[:MAX_ENTRY_PATH_LENGTH]))
+    return path
 
 
 def _checked(submission_id: str) -> str:
@@ -46,6 +94,27 @@ def evaluation_log_path(settings: Settings, submission_id: str) -> Path:
     return submission_dir(settings, submission_id) / "evaluation.log"
 
 
+def part_path(settings: Settings, submission_id: str, position: int) -> Path:
+    """One received part: `parts/<position>.part` (the position in the index, never a name)."""
+    if position < 0:
+        raise ValueError(f"not a part position: {position}")
+    return parts_dir(settings, submission_id) / f"{int(position)}.part"
+
+
+def join_lock_path(settings: Settings, submission_id: str) -> Path:
+    """Lock file held (flock) while the parts of a submission are being joined."""
+    return submission_dir(settings, submission_id) / ".join.lock"
+
+
 def tmp_dir(settings: Settings) -> Path:
     """Scratch space on the same file system as the data (so renames are atomic)."""
     return settings.data_dir / "tmp"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,298 @@
+"""Join the parts of a complete upload into archive.zip, off the event loop, exactly once.
+
+A join runs in a worker thread of the `Assembler` (never on the event loop). It holds an flock
+on the submission's `.join.lock` (one joiner at a time across threads and gunicorn workers; the
+kernel drops it if the process dies), copies the parts in index order into a temp file while
+hashing, fsyncs it, and then, in one short transaction that locks the submission row, renames it
+to archive.zip and sets the status (`uploaded`, or `invalid` when the MD5 differs) only if the
+submission is still `uploading`. Parts are removed after that commit.
+
+Recovery: a join interrupted by a crash leaves the submission `uploading` with every part
+received. Start-up (every worker) re-joins such submissions, and so does any later content/add
+for them (the client re-sending a part). Start-up also removes temp files of dead processes and
+folders of deleted submissions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from zerospeech_api.db.engine import Database
+from zerospeech_api.db.tables import Submission, SubmissionPart, SubmissionStatus
+from zerospeech_api.settings import Settings
+from zerospeech_api.submissions import storage
+from zerospeech_api.submissions.events import log_event, set_status
+from zerospeech_api.submissions.uploads import TMP_PREFIX
+
+log = logging.getLogger("zerospeech_api.submissions.assembly")
+
+JOIN_PREFIX = "join-"
+COPY_CHUNK = 4 << 20
+STALE_TMP_SECONDS = 60  # temp files of live processes are locked; this only covers creation
+MD5_MISMATCH = "the joined archive's MD5 is {got}, the submission announced {want}"
+PART_LOST = "part {name} was recorded but its file is missing: send it again"
+
+
+@contextlib.contextmanager
+def join_lock(settings: Settings, submission_id: str) -> Iterator[bool]:
+    """Try to take the submission's join lock without waiting; yields whether we hold it."""
+    path = storage.join_lock_path(settings, submission_id)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:  # no folder: nothing was ever received, or it was deleted
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _snapshot(db: Database, submission_id: str) -> tuple[str, list[SubmissionPart]] | None:
+    """(announced MD5, parts) of an `uploading` submission whose parts are all received."""
+    with db.session(read_only=True) as session:
+        submission = session.get(Submission, submission_id)
+        if submission is None or submission.status != SubmissionStatus.UPLOADING:
+            return None
+        parts = list(submission.parts)
+        if not parts or any(p.received_at is None for p in parts):
+            return None
+        for part in parts:
+            session.expunge(part)
+        return submission.archive_hash, parts
+
+
+def _copy_parts(
+    settings: Settings, submission_id: str, parts: list[SubmissionPart], out_fd: int
+) -> tuple[str, int]:
+    md5 = hashlib.md5()
+    size = 0
+    buffer = bytearray(COPY_CHUNK)
+    view = memoryview(buffer)
+    with open(out_fd, "wb", closefd=False) as out:
+        for part in parts:
+            with open(storage.part_path(settings, submission_id, part.position), "rb") as src:
+                while n := src.readinto(buffer):
+                    out.write(view[:n])
+                    md5.update(view[:n])
+                    size += n
+        out.flush()
+        os.fsync(out_fd)
+    return md5.hexdigest(), size
+
+
+def _forget_lost_parts(db: Database, settings: Settings, submission_id: str) -> bool:
+    """Mark parts whose file vanished as not received (so a re-send completes the upload)."""
+    with db.transaction() as session:
+        lost = [
+            p
+            for p in session.scalars(
+                select(SubmissionPart).where(SubmissionPart.submission_id == submission_id)
+            )
+            if p.received_at is not None
+            and not storage.part_path(settings, submission_id, p.position).is_file()
+        ]
+        for part in lost:
+            part.received_at = None
+            log_event(
+                session=session,
+                submission_id=submission_id,
+                message=PART_LOST.format(name=part.filename),
+            )
+        return bool(lost)
+
+
+def join_submission(*, settings: Settings, db: Database, submission_id: str) -> str | None:
+    """Join a complete upload; returns the new status, or None if there was nothing to do
+    (not complete, not uploading, or another joiner holds the lock)."""
+    with join_lock(settings, submission_id) as locked:
+        if not locked:
+            return None
+        snapshot = _snapshot(db, submission_id)
+        if snapshot is None:
+            return None
+        announced, parts = snapshot
+        tmp = storage.tmp_dir(settings)
+        tmp.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"{JOIN_PREFIX}{submission_id}-", suffix=".tmp", dir=tmp)
+        joined = Path(name)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                got, size = _copy_parts(settings, submission_id, parts, fd)
+            except FileNotFoundError:
+                _forget_lost_parts(db, settings, submission_id)
+                return None
+            return _finish(settings, db, submission_id, joined, got, announced, size, len(parts))
+        finally:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                joined.unlink()
+
+
+def _finish(
+    settings: Settings,
+    db: Database,
+    submission_id: str,
+    joined: Path,
+    got: str,
+    announced: str,
+    size: int,
+    count: int,
+) -> str | None:
+    with db.transaction() as session:
+        submission = session.scalar(
+            select(Submission).where(Submission.id == submission_id).with_for_update()
+        )
+        if submission is None or submission.status != SubmissionStatus.UPLOADING:
+            return None  # deleted or moved on meanwhile: discard our copy
+        if got == announced:
+            archive = storage.archive_path(settings, submission_id)
+            os.replace(joined, archive)
+            storage.fsync_dir(archive.parent)
+            submission.archive_size = size
+            status = SubmissionStatus.UPLOADED
+            reason = f"archive joined from {count} part(s) and verified ({size} bytes, MD5 {got})"
+        else:
+            status = SubmissionStatus.INVALID
+            reason = MD5_MISMATCH.format(got=got, want=announced)
+        set_status(session=session, submission=submission, status=status, reason=reason)
+    # Committed: the parts are no longer needed (kept until now so a crash could re-join).
+    shutil.rmtree(storage.parts_dir(settings, submission_id), ignore_errors=True)
+    log.info("submission %s %s", submission_id, status)
+    return status
+
+
+def unjoined(*, session: Session) -> list[str]:
+    """Ids of `uploading` submissions whose parts have all been received (a join is due)."""
+    missing = exists().where(
+        SubmissionPart.submission_id == Submission.id, SubmissionPart.received_at.is_(None)
+    )
+    return list(
+        session.scalars(
+            select(Submission.id).where(
+                Submission.status == SubmissionStatus.UPLOADING,
+                Submission.parts.any(),
+                ~missing,
+            )
+        ).all()
+    )
+
+
+def sweep_tmp(settings: Settings, *, min_age: float = STALE_TMP_SECONDS) -> int:
+    """Delete upload/join temp files left by dead processes (a live writer holds their lock)."""
+    removed = 0
+    directory = storage.tmp_dir(settings)
+    if not directory.is_dir():
+        return 0
+    now = time.time()
+    for path in directory.iterdir():
+        if not path.name.startswith((TMP_PREFIX, JOIN_PREFIX)) or not path.is_file():
+            continue
+        try:
+            if now - path.stat().st_mtime < min_age:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live process is writing it
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
+def sweep_orphans(*, settings: Settings, db: Database) -> list[str]:
+    """Remove folders of submissions that no longer exist (deleted, crash before cleanup)."""
+    root = storage.submissions_root(settings)
+    if not root.is_dir():
+        return []
+    names = [p.name for p in root.iterdir() if p.is_dir()]
+    if not names:
+        return []
+    with db.session(read_only=True) as session:
+        known = set(session.scalars(select(Submission.id).where(Submission.id.in_(names))).all())
+    removed = []
+    for name in names:
+        if name not in known:
+            shutil.rmtree(root / name, ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+class Assembler:
+    """Joins submissions in background threads; one per app (so per gunicorn worker)."""
+
+    def __init__(self, *, settings: Settings, db: Database, threads: int = 2) -> None:
+        self.settings = settings
+        self.db = db
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="zr-join")
+        self._lock = threading.Lock()
+        self._queued: set[str] = set()
+
+    def submit(self, submission_id: str) -> None:
+        """Join soon (no-op if this submission is already waiting here)."""
+        with self._lock:
+            if submission_id in self._queued:
+                return
+            self._queued.add(submission_id)
+        try:
+            self._executor.submit(self._join, submission_id)
+        except RuntimeError:  # shutting down: start-up recovery will do it
+            with self._lock:
+                self._queued.discard(submission_id)
+
+    def _join(self, submission_id: str) -> None:
+        with self._lock:
+            self._queued.discard(submission_id)
+        try:
+            join_submission(settings=self.settings, db=self.db, submission_id=submission_id)
+        except Exception:
+            log.exception("joining submission %s failed; it will be retried", submission_id)
+
+    def recover(self) -> None:
+        """Clean up after dead processes and re-join interrupted joins (in the background)."""
+        with contextlib.suppress(RuntimeError):
+            self._executor.submit(self._recover)
+
+    def _recover(self) -> None:
+        try:
+            sweep_tmp(self.settings)
+            sweep_orphans(settings=self.settings, db=self.db)
+            with self.db.session(read_only=True) as session:
+                due = unjoined(session=session)
+        except Exception:
+            log.exception("upload recovery failed")
+            return
+        for submission_id in due:
+            log.info("re-joining submission %s (interrupted join)", submission_id)
+            self.submit(submission_id)
+
+    def close(self) -> None:
+        """Finish running joins; queued ones are left to the next start-up."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
