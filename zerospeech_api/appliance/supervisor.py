@@ -8,6 +8,7 @@ generated config to <data>/run (mode 0700: only the service user may use supervi
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import tempfile
@@ -84,8 +85,8 @@ def render_config(
     """The supervisord config for these settings; `program` is argv that runs this code."""
     paths = layout(settings)
     base = [*program, *(["--env-file", str(env_file)] if env_file else [])]
-    api_stopwait = settings.graceful_timeout + STOP_MARGIN_SECONDS
-    worker_stopwait = settings.worker_stop_grace_seconds + STOP_MARGIN_SECONDS
+    api_stopwait = math.ceil(settings.graceful_timeout) + STOP_MARGIN_SECONDS
+    worker_stopwait = math.ceil(settings.worker_stop_grace_seconds) + STOP_MARGIN_SECONDS
     common = [
         f"directory={_value(directory)}",
         "autostart=true",

@@ -1,0 +1,85 @@
+"""pyz helpers outside a pyz, and cleanup of old extractions (the real pyz is in tests/e2e)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers.processes import cli_command
+from zerospeech_api.appliance import pyz
+
+OLD, IN_USE, LOCKED, CURRENT = ("1" * 64, "2" * 64, "3" * 64, "4" * 64)
+
+
+def extraction(root: Path, build: str, package: str = "zerospeech_api") -> Path:
+    path = root / f"zerospeech-api.pyz_{build}"
+    (path / "site-packages" / package).mkdir(parents=True)
+    (root / f".{path.name}_lock").touch()
+    return path
+
+
+def test_outside_a_pyz_the_program_is_this_interpreter_and_module() -> None:
+    assert pyz.archive_path() is None
+    assert pyz.build_id() is None
+    assert pyz.program_command() == [sys.executable, "-m", "zerospeech_api"]
+
+
+def test_shiv_root_follows_the_environment(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SHIV_ROOT", str(tmp_path))
+    assert pyz.shiv_root() == tmp_path
+    monkeypatch.delenv("SHIV_ROOT")
+    assert pyz.shiv_root() == Path("~/.shiv").expanduser()
+
+
+def test_cleanup_removes_only_unused_zerospeech_extractions(tmp_path: Path) -> None:
+    root = tmp_path / "shiv root"
+    old = extraction(root, OLD)
+    in_use = extraction(root, IN_USE)
+    locked = extraction(root, LOCKED)
+    other_app = extraction(root, "5" * 64, package="someone_else")
+    half = root / f"zerospeech-api.pyz_{OLD[:-1]}6.tmp"  # an interrupted extraction
+    (half / "site-packages" / "zerospeech_api").mkdir(parents=True)
+
+    # A live process working inside an extraction keeps it; so does shiv's lock being held.
+    holder = subprocess.Popen(["sleep", "60"], cwd=in_use / "site-packages")
+    lock_fd = os.open(root / f".{locked.name}_lock", os.O_RDWR)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    try:
+        env = {**os.environ, "SHIV_ROOT": str(root)}
+        result = subprocess.run(
+            [*cli_command(), "cleanup-extractions"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+        os.close(lock_fd)
+    assert not old.exists() and not half.exists()
+    assert not (root / f".{old.name}_lock").exists()
+    assert in_use.exists() and locked.exists() and other_app.exists()
+    assert "kept (in use)" in result.stdout and "kept (locked)" in result.stdout
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == sorted(
+        [in_use.name, locked.name, other_app.name]
+    )
+
+
+def test_dry_run_removes_nothing(tmp_path: Path) -> None:
+    old = extraction(tmp_path, OLD)
+    env = {**os.environ, "SHIV_ROOT": str(tmp_path)}
+    result = subprocess.run(
+        [*cli_command(), "cleanup-extractions", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "would remove" in result.stdout
+    assert old.exists()
