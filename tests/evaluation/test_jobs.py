@@ -174,3 +174,13 @@ def test_a_queued_job_of_a_cancelled_submission_is_dropped(db, uploaded) -> None
     assert jobs.claim(db=db, owner="w", lease_seconds=60) is None
     (job,) = job_rows(db)
     assert job.state == JobState.FAILED and "cancelled" in job.last_error
+
+
+def test_pending_tells_an_idle_worker_there_is_nothing_to_do(db, uploaded) -> None:
+    assert jobs.pending(db=db) == jobs.Pending(uploaded=False, expired=False, queued=False)
+    uploaded()
+    assert jobs.pending(db=db).uploaded
+    jobs.promote_uploaded(db=db, max_attempts=3)
+    assert jobs.pending(db=db) == jobs.Pending(uploaded=False, expired=False, queued=True)
+    jobs.claim(db=db, owner="w", lease_seconds=-1)
+    assert jobs.pending(db=db) == jobs.Pending(uploaded=False, expired=True, queued=False)

@@ -88,6 +88,33 @@ def enqueue(*, session: Session, submission_id: str, max_attempts: int, reason: 
     return job
 
 
+@dataclass(frozen=True)
+class Pending:
+    """What a worker's next round has to do (read without taking any write lock)."""
+
+    uploaded: bool
+    expired: bool
+    queued: bool
+
+
+def pending(*, db: Database) -> Pending:
+    """Cheap read-only look, so idle workers never take SQLite's write lock just to poll."""
+    with db.session(read_only=True) as session:
+        uploaded = session.scalar(
+            select(Submission.id)
+            .join(Benchmark, Benchmark.id == Submission.benchmark_id)
+            .where(Submission.status == SubmissionStatus.UPLOADED, Benchmark.auto_eval.is_(True))
+            .limit(1)
+        )
+        expired = session.scalar(
+            select(Job.id)
+            .where(Job.state == JobState.RUNNING, Job.lease_expires_at < utcnow())
+            .limit(1)
+        )
+        queued = session.scalar(select(Job.id).where(Job.state == JobState.QUEUED).limit(1))
+    return Pending(uploaded is not None, expired is not None, queued is not None)
+
+
 def promote_uploaded(*, db: Database, max_attempts: int, limit: int = 100) -> list[str]:
     """Queue the `uploaded` submissions of auto-evaluating benchmarks; safe to run concurrently."""
     with db.transaction() as session:

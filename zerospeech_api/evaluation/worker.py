@@ -151,12 +151,15 @@ class Worker:
     def tick(self) -> bool:
         """One round: promote, requeue expired, claim and run one job. True if a job ran."""
         s = self.settings
-        jobs.promote_uploaded(db=self.db, max_attempts=s.job_max_attempts)
-        for submission_id, status in jobs.requeue_expired(db=self.db):
-            log.warning("submission %s: lease expired, now %s", submission_id, status)
-            if status == SubmissionStatus.FAILED:
-                self.notify(submission_id)
-        if self.stop_event.is_set():
+        todo = jobs.pending(db=self.db)
+        if todo.uploaded:
+            jobs.promote_uploaded(db=self.db, max_attempts=s.job_max_attempts)
+        if todo.expired:
+            for submission_id, status in jobs.requeue_expired(db=self.db):
+                log.warning("submission %s: lease expired, now %s", submission_id, status)
+                if status == SubmissionStatus.FAILED:
+                    self.notify(submission_id)
+        if self.stop_event.is_set() or not (todo.uploaded or todo.expired or todo.queued):
             return False
         claimed = jobs.claim(db=self.db, owner=self.identity, lease_seconds=s.job_lease_seconds)
         if claimed is None:
