@@ -145,6 +145,8 @@ async def leaderboard_json(label: str, request: Request) -> Response:
 async def leaderboard_csv(label: str, request: Request) -> Response:
     """The ranked entries as CSV, one column per dotted key (formula-like text is quoted)."""
     compiled = await _compiled(request, label)
+    if compiled._csv is None:  # built once per version, off the event loop
+        await run_in_threadpool(lambda: compiled.csv)
     response = cached_response(
         request, compiled.csv, compiled.csv_etag(), "text/csv; charset=utf-8"
     )
