@@ -323,3 +323,41 @@ def test_several_workers_never_run_the_same_job_twice(site: Site) -> None:
     assert len(claims) == 15
     owners = {message.split("claimed by worker ")[1].split(" ")[0] for message in claims}
     assert len(owners) >= 2  # the work really was shared between processes
+
+
+def test_real_zrc_upload_is_evaluated_and_published_without_a_manual_step(site: Site) -> None:
+    from tests.helpers.builders import DEFAULT_PASSWORD
+    from tests.helpers.zrc import ZrcDriver, make_archive
+
+    db, settings = site.db, site.settings
+    user = make_user(db, settings)
+    bench = make_benchmark(db, "sLM21")
+    make_leaderboard(db, "slm21-lexical", bench)
+    site.worker()
+    archive = make_archive(site.tmp_path / "sub.zip", payload_bytes=300_000, seed=3)
+    with ZrcDriver(
+        site.server.url,
+        site.tmp_path / "zrc",
+        username=user.username,
+        password=DEFAULT_PASSWORD,
+        part_size=100_000,
+    ) as driver:
+        sid = driver.submit(archive, bench, multipart=True, order=[3, 0, 2, 1])
+    with ZrcDriver(
+        site.server.url,
+        site.tmp_path / "zrc-test",
+        username=user.username,
+        password=DEFAULT_PASSWORD,
+    ) as driver:
+        test_sid = driver.submit(archive, "test-challenge", multipart=False)
+    with site.server.client() as client:
+
+        def published() -> list[dict]:
+            return client.get("/leaderboards/slm21-lexical/json").json()["data"]
+
+        (entry,) = wait_for(published, what="entry published from a real upload")
+        assert entry["submission_id"] == sid and entry["index"] == 1
+        assert entry["submitted_by"] == user.username
+        wait_for(lambda: status_of(db, test_sid) == "completed", what="test-challenge evaluated")
+        assert client.get(f"/submissions/{test_sid}/scores").status_code == 401
+        assert [e["submission_id"] for e in published()] == [sid]
