@@ -30,8 +30,12 @@ class Mail:
 
 def read_mails(outbox: Path) -> list[Mail]:
     """Every complete message in the outbox, oldest first."""
+    if not outbox.is_dir():
+        return []
     mails = []
-    for path in sorted(outbox.glob("*.eml")) if outbox.is_dir() else []:
+    # File names have one-second stamps: order by modification time for what came first.
+    paths = sorted(outbox.glob("*.eml"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    for path in paths:
         message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         body = message.get_body(("plain",))
         assert body is not None
@@ -39,11 +43,18 @@ def read_mails(outbox: Path) -> list[Mail]:
     return mails
 
 
-def wait_for_mail(outbox: Path, *, to: str, count: int = 1, timeout: float = 15) -> Mail:
-    """The newest mail to `to`, once at least `count` have arrived (mail is sent in background)."""
+def wait_for_mail(
+    outbox: Path, *, to: str, count: int = 1, page: str | None = None, timeout: float = 15
+) -> Mail:
+    """The newest mail to `to` (with a link to /page/<page>, if given), once at least `count`
+    such mails have arrived (mail is sent in the background)."""
     deadline = time.monotonic() + timeout
     while True:
-        mails = [m for m in read_mails(outbox) if m.to.lower() == to.lower()]
+        mails = [
+            m
+            for m in read_mails(outbox)
+            if m.to.lower() == to.lower() and (page is None or f"/page/{page}?" in m.body)
+        ]
         if len(mails) >= count:
             return mails[-1]
         if time.monotonic() > deadline:
