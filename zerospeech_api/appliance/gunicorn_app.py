@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,6 +16,23 @@ from zerospeech_api.settings import Settings, SettingsError
 log = logging.getLogger("zerospeech_api.serve")
 
 WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_master(_server: Any, worker: Any) -> None:
+    """post_fork: a worker gets SIGTERM (graceful) when its master dies, even by SIGKILL.
+
+    uvicorn workers never look at their parent: orphans would keep the listening socket, so the
+    master that supervisord starts again could not bind. With the signal they finish their
+    in-flight requests and exit, and the new master takes over.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: keep gunicorn's default behaviour
+        return
+    if os.getppid() != worker.ppid:  # the master died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
@@ -29,8 +49,8 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "accesslog": "-",
         "errorlog": "-",
         "loglevel": settings.log_level,
-        # Stream uploads through: 0 disables gunicorn's limit on request line/field sizes? No:
-        # these defaults stay; body size is ours (BodySizeLimitMiddleware).
+        "post_fork": die_with_master,
+        # Body size is limited by the app (BodySizeLimitMiddleware), before it is read.
     }
 
 
