@@ -112,5 +112,7 @@ def delete_submission(
     """Delete a submission, its files and log (owner while uploading, failed, invalid or
     cancelled; admins always)."""
     submission_id = submission.id
-    service.delete_submission(session=session, settings=settings, submission=submission, by=user)
+    service.delete_submission(
+        session=session, settings=settings, submission=submission, by_admin=user.admin
+    )
     return {"submission_id": submission_id, "deleted": True}

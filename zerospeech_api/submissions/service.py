@@ -306,7 +306,7 @@ def remove_files(settings: Settings, submission_id: str) -> None:
 
 
 def delete_submission(
-    *, session: Session, settings: Settings, submission: Submission, by: User
+    *, session: Session, settings: Settings, submission: Submission, by_admin: bool
 ) -> None:
     """Delete rows (parts, log, jobs and entries cascade) and commit, then remove the files.
 
@@ -315,7 +315,7 @@ def delete_submission(
     """
     # Lock the row (and re-read it) so an upload or a join finishing now serialises with us.
     session.refresh(submission, with_for_update=True)
-    if not by.admin and submission.status not in OWNER_MAY_DELETE:
+    if not by_admin and submission.status not in OWNER_MAY_DELETE:
         raise Conflict(CANNOT_DELETE.format(status=submission.status))
     submission_id = submission.id
     session.expunge(submission)
