@@ -168,6 +168,7 @@ class ZrcDriver:
         part_size: int = CLIENT_PART_SIZE,
         part_name: Callable[[str, int], str] = underscore_name,
         timeout: float = 120,
+        http: httpx.Client | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.workdir = workdir
@@ -175,7 +176,8 @@ class ZrcDriver:
         self.password = password
         self.part_size = part_size
         self.part_name = part_name
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        # `http` lets tests drive an in-process TestClient; by default a real HTTP client.
+        self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout)
         self.state = UploadState()
         if self.state_path.is_file():
             self.state = UploadState(**json.loads(self.state_path.read_text()))

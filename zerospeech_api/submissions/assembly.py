@@ -291,8 +291,8 @@ class Assembler:
             return
         for submission_id in due:
             log.info("re-joining submission %s (interrupted join)", submission_id)
-            self.submit(submission_id)
+            self._join(submission_id)
 
     def close(self) -> None:
-        """Finish running joins; queued ones are left to the next start-up."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Finish the joins under way and queued (a graceful stop loses no work)."""
+        self._executor.shutdown(wait=True)
