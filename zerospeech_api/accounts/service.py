@@ -9,6 +9,7 @@ write therefore take `db=` and open their own short transactions.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -81,6 +82,23 @@ def _hasher(settings: Settings) -> PasswordHasher:
     )
 
 
+# Each argon2id computation takes `argon2_memory_kib` of RAM and a core for tens of ms. A worker
+# runs sync handlers in a pool of ~40 threads: bound the hashes in flight per process, so a burst
+# of logins queues instead of multiplying memory and thrashing the CPU caches.
+MAX_CONCURRENT_HASHES = 2
+_hash_slots = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
+
+
+def _hash(settings: Settings, password: str) -> str:
+    with _hash_slots:
+        return hash_password(_hasher(settings), password)
+
+
+def _verify(settings: Settings, stored_hash: str | None, password: str) -> bool:
+    with _hash_slots:
+        return verify_password(_hasher(settings), stored_hash, password)
+
+
 def _link(settings: Settings, page: str, token: str) -> str:
     return f"{settings.base_url.rstrip('/')}/page/{page}?token={token}"
 
@@ -117,7 +135,7 @@ def create_user(
     admin: bool = False,
 ) -> User:
     """Insert a user; `Conflict` if the username or e-mail (any case) is taken."""
-    password_hash = hash_password(_hasher(settings), data.password)  # before the write lock
+    password_hash = _hash(settings, data.password)  # before the write lock
     taken = session.execute(
         select(User.username, User.email).where(
             (func.lower(User.username) == data.username.lower())
@@ -284,7 +302,7 @@ def login(
         user_id, stored_hash = (user.id, user.password_hash) if user else (None, None)
 
     # Slow part, outside any transaction. Unknown users cost the same (dummy hash).
-    if not verify_password(ph, stored_hash, password):
+    if not _verify(settings, stored_hash, password):
         with db.transaction() as session:
             ratelimit.record_failure(session=session, settings=settings, limits=limits)
         raise Unauthorized(BAD_CREDENTIALS)
@@ -294,7 +312,7 @@ def login(
         raise Forbidden(INACTIVE)
     if not user.verified:
         raise Forbidden(NOT_VERIFIED)
-    new_hash = hash_password(ph, password) if needs_rehash(ph, stored_hash) else None
+    new_hash = _hash(settings, password) if needs_rehash(ph, stored_hash) else None
 
     with db.transaction() as session:
         ratelimit.clear(session=session, key=account)
@@ -352,7 +370,7 @@ def reset_password(*, db: Database, settings: Settings, token: str, password: st
         usable = _token_is_usable(session=session, token=token, purpose=TokenPurpose.RESET)
     if not usable:  # cheap refusal before hashing
         raise BadRequest(INVALID_LINK)
-    new_hash = hash_password(_hasher(settings), password)
+    new_hash = _hash(settings, password)
     with db.transaction() as session:
         user = _consume_token(session=session, token=token, purpose=TokenPurpose.RESET)
         user.password_hash = new_hash
@@ -372,7 +390,6 @@ def change_password(
 ) -> User:
     """Change the password of the bearer's user, who proves the current one; ends every
     session (log in again). Wrong old passwords count as failed logins."""
-    ph = _hasher(settings)
     with db.transaction(read_only=True) as session:
         user, _jti = authenticate(session=session, settings=settings, token=bearer)
         limits = ratelimit.login_limits(
@@ -382,11 +399,11 @@ def change_password(
         )
         ratelimit.ensure_allowed(session=session, settings=settings, limits=limits)
         user_id, stored_hash = user.id, user.password_hash
-    if not verify_password(ph, stored_hash, old_password):
+    if not _verify(settings, stored_hash, old_password):
         with db.transaction() as session:
             ratelimit.record_failure(session=session, settings=settings, limits=limits)
         raise BadRequest(WRONG_OLD_PASSWORD)
-    new_hash = hash_password(ph, password)
+    new_hash = _hash(settings, password)
     with db.transaction() as session:
         current = session.get(User, user_id)
         if current is None:
@@ -398,7 +415,7 @@ def change_password(
 
 def set_password(*, db: Database, settings: Settings, username: str, password: str) -> int:
     """Set a user's password (operator command); ends every session. Returns how many."""
-    new_hash = hash_password(_hasher(settings), password)
+    new_hash = _hash(settings, password)
     with db.transaction() as session:
         user = get_user(session=session, username=username)
         user.password_hash = new_hash
