@@ -1,0 +1,100 @@
+"""`submissions list|show|delete|set-status|rejoin` against the database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.helpers.builders import make_user
+from tests.helpers.zrc import make_benchmark, make_model
+from tests.submissions.test_service import body, create
+from tests.submissions.test_uploads import store, three_parts
+from zerospeech_api.cli import main
+from zerospeech_api.db.engine import Database
+from zerospeech_api.db.tables import Submission
+from zerospeech_api.settings import Settings
+from zerospeech_api.submissions import storage
+
+
+@pytest.fixture
+def cli(settings: Settings, db: Database, tmp_path: Path):
+    env_file = tmp_path / "cli.env"
+    env_file.write_text(
+        f"ZR_DATA_DIR={settings.data_dir}\n"
+        f"ZR_DATABASE_URL={settings.database}\n"
+        f"ZR_SECRET_KEY={settings.secret_key.get_secret_value()}\n"
+    )
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return CliRunner().invoke(
+            main, ["--env-file", str(env_file), "submissions", *args], input=input
+        )
+
+    return invoke
+
+
+def test_list_with_filters(cli, db: Database, settings: Settings) -> None:
+    ada, bob = make_user(db, settings, username="ada"), make_user(db, settings, username="bob")
+    make_benchmark(db, "abx")
+    one = create(db, settings, ada, body(make_model(db, ada))).id
+    two = create(db, settings, bob, body(make_model(db, bob), "abx")).id
+    everything = cli("list").output
+    assert one in everything and two in everything and "0/2" in everything
+    only_ada = cli("list", "--user", "ada").output
+    assert one in only_ada and two not in only_ada
+    only_abx = cli("list", "--benchmark", "abx", "--status", "uploading").output
+    assert two in only_abx and one not in only_abx
+    assert "(none)" in cli("list", "--status", "completed").output
+    unknown = cli("list", "--user", "ghost")
+    assert unknown.exit_code == 1 and "no user ghost" in unknown.output
+    assert cli("list", "--status", "bogus").exit_code == 2
+
+
+def test_show_has_parts_and_log(cli, db: Database, settings: Settings) -> None:
+    submission_id, parts = three_parts(db, settings)
+    store(db, settings, submission_id, "s_1.zip", parts[0])
+    shown = cli("show", submission_id)
+    assert shown.exit_code == 0, shown.output
+    assert "s_2.zip" in shown.output and "uploading: created by" in shown.output
+    assert "received s_1.zip, s_3.zip" in shown.output
+    missing = cli("show", "nope")
+    assert missing.exit_code == 1 and "no submission nope" in missing.output
+
+
+def test_set_status_is_logged_with_the_reason(cli, db: Database, settings: Settings) -> None:
+    submission_id, _ = three_parts(db, settings)
+    result = cli("set-status", submission_id, "cancelled", "--reason", "participant asked")
+    assert result.exit_code == 0, result.output
+    assert "uploading -> cancelled" in result.output
+    assert "admin: participant asked" in cli("show", submission_id).output
+    assert cli("set-status", submission_id, "failed").exit_code == 2  # --reason is required
+    refused = cli("set-status", submission_id, "uploaded", "--reason", "x")
+    assert refused.exit_code == 1 and "has no archive" in refused.output
+
+
+def test_delete_removes_rows_and_files(cli, db: Database, settings: Settings) -> None:
+    submission_id, parts = three_parts(db, settings)
+    store(db, settings, submission_id, "s_1.zip", parts[0])
+    assert cli("delete", submission_id, input="n\n").exit_code == 1  # asked, declined
+    assert storage.submission_dir(settings, submission_id).exists()
+    result = cli("delete", submission_id, "--yes")
+    assert result.exit_code == 0, result.output
+    with db.session(read_only=True) as session:
+        assert session.get(Submission, submission_id) is None
+    assert not storage.submission_dir(settings, submission_id).exists()
+
+
+def test_rejoin(cli, db: Database, settings: Settings) -> None:
+    submission_id, parts = three_parts(db, settings)
+    store(db, settings, submission_id, "s_1.zip", parts[0])
+    early = cli("rejoin", submission_id)
+    assert early.exit_code == 1 and "not received yet: s_2.zip" in early.output
+    store(db, settings, submission_id, "s_2.zip", parts[1])
+    result = cli("rejoin", submission_id)
+    assert result.exit_code == 0, result.output
+    assert "uploaded" in result.output
+    assert storage.archive_path(settings, submission_id).is_file()
+    again = cli("rejoin", submission_id)
+    assert again.exit_code == 1 and "nothing to join" in again.output

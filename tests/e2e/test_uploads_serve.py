@@ -1,0 +1,518 @@
+"""The zrc contract against a real `serve` (gunicorn + uvicorn workers): uploads, limits, resume,
+concurrency, and recovery after kill -9."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import secrets
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from tests.helpers.builders import DEFAULT_PASSWORD, bearer, make_user
+from tests.helpers.processes import cli_command
+from tests.helpers.server import Server, write_env
+from tests.helpers.zrc import (
+    ZrcDriver,
+    ZrcError,
+    make_archive,
+    make_benchmark,
+    make_model,
+    md5_file,
+)
+from tests.submissions.test_service import body as create_body
+from tests.submissions.test_service import create
+from tests.submissions.test_uploads import store
+from zerospeech_api.benchmarks.service import NOT_OPEN, close_benchmark
+from zerospeech_api.db.engine import Database
+from zerospeech_api.db.tables import SubmissionEvent, SubmissionStatus, User
+from zerospeech_api.settings import Settings
+from zerospeech_api.submissions import storage
+
+pytestmark = pytest.mark.e2e
+
+MAX_REQUEST = 300_000
+PART = 50_000
+_open_drivers: list[ZrcDriver] = []
+
+
+def open_driver(*args: object, **kwargs: object) -> ZrcDriver:
+    """A driver closed at the end of the test (its HTTP connections)."""
+    driver = ZrcDriver(*args, **kwargs)  # type: ignore[arg-type]
+    _open_drivers.append(driver)
+    return driver
+
+
+@pytest.fixture(autouse=True)
+def _close_drivers() -> Iterator[None]:
+    yield
+    while _open_drivers:
+        _open_drivers.pop().close()
+
+
+@dataclass
+class Site:
+    """A running server and direct access to its database (same file, same secret)."""
+
+    server: Server
+    settings: Settings
+    db: Database
+    root: Path
+
+    def user(self, **kw: object) -> User:
+        return make_user(self.db, self.settings, **kw)
+
+    def token(self, user: User) -> str:
+        return bearer(self.db, self.settings, user)["Authorization"].split()[1]
+
+    def driver(self, user: User | None = None, *, name: str = "", **kw: object) -> ZrcDriver:
+        user = user or self.user()
+        workdir = self.root / f"client-{user.username}{name}"
+        return open_driver(
+            self.server.url,
+            workdir,
+            token=self.token(user),
+            username=user.username,
+            part_size=PART,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def events(self, submission_id: str) -> list[SubmissionEvent]:
+        with self.db.session(read_only=True) as session:
+            return list(
+                session.scalars(
+                    select(SubmissionEvent)
+                    .where(SubmissionEvent.submission_id == submission_id)
+                    .order_by(SubmissionEvent.id)
+                )
+            )
+
+    def tmp_files(self) -> list[str]:
+        tmp = storage.tmp_dir(self.settings)
+        return sorted(p.name for p in tmp.iterdir()) if tmp.exists() else []
+
+
+def start_site(root: Path, extra: dict[str, str] | None = None) -> tuple[Path, Settings]:
+    """Write a .env, run `init`, and return it with matching Settings for direct DB access."""
+    secret = secrets.token_urlsafe(48)
+    values = {
+        "ZR_DATA_DIR": str(root / "data"),
+        "ZR_SECRET_KEY": secret,
+        "ZR_ARGON2_TIME_COST": "1",
+        "ZR_ARGON2_MEMORY_KIB": "8192",
+        "ZR_MAX_REQUEST_BYTES": str(MAX_REQUEST),
+        **(extra or {}),
+    }
+    env_file = write_env(root / "server.env", values)
+    subprocess.run(
+        [*cli_command(), "--env-file", str(env_file), "init"],
+        check=True,
+        capture_output=True,
+        cwd=root,
+    )
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        data_dir=root / "data",
+        secret_key=secret,
+        argon2_time_cost=1,
+        argon2_memory_kib=8192,
+        max_request_bytes=MAX_REQUEST,
+    )
+    return env_file, settings
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """One server for the tests that do not restart it (each test makes its own users)."""
+    root = tmp_path_factory.mktemp("uploads")
+    env_file, settings = start_site(root)
+    server = Server(env_file, workers=2)
+    db = Database(settings.database)
+    try:
+        yield Site(server, settings, db, root)
+    finally:
+        server.stop()
+        db.dispose()
+
+
+def archive(site: Site, name: str, size: int = 160_000, seed: int | None = None) -> Path:
+    folder = site.root / f"archives-{secrets.token_hex(4)}"
+    folder.mkdir()
+    return make_archive(folder / name, payload_bytes=size, seed=seed or random.randrange(10**6))
+
+
+def assert_uploaded(site: Site, zrc: ZrcDriver) -> None:
+    assert zrc.wait_status("uploaded", "invalid") == "uploaded"
+    sid = zrc.state.submission_id
+    assert sid is not None
+    assert md5_file(storage.archive_path(site.settings, sid)) == zrc.state.archive_hash
+    assert not storage.parts_dir(site.settings, sid).exists()
+
+
+def test_contract_sequence_multipart_with_login_and_profile(site: Site) -> None:
+    user = site.user()
+    zrc = open_driver(
+        site.server.url,
+        site.root / "password-client",
+        username=user.email,  # the client accepts a username or an e-mail
+        password=DEFAULT_PASSWORD,
+        part_size=PART,
+    )
+    sid = zrc.submit(archive(site, "sub.zip"), "test-challenge", order=[3, 1, 0, 2])
+    assert zrc.state.username == user.username
+    assert len(zrc.state.index) == 4
+    assert_uploaded(site, zrc)
+    log = [e.message for e in site.events(sid)]
+    assert log[0].startswith("uploading: created by") and "verified" in log[-1]
+
+
+def test_contract_sequence_single_part(site: Site) -> None:
+    zrc = site.driver()
+    zrc.submit(archive(site, "single.zip"), "test-challenge", multipart=False)
+    assert_uploaded(site, zrc)
+
+
+def test_part_names_come_from_the_index(site: Site) -> None:
+    # Another version of the client's split library names parts differently.
+    zrc = site.driver(part_name=lambda stem, n: f"{stem}.part-{n}-of-many.zip")
+    zrc.submit(archive(site, "named.zip"), "test-challenge")
+    assert_uploaded(site, zrc)
+
+
+def test_resume_after_an_interrupted_upload(site: Site) -> None:
+    user = site.user()
+    first = site.driver(user)
+    first.benchmark_info("test-challenge")
+    first.create_model()
+    first.prepare(archive(site, "resume.zip", 200_000))
+    first.create_submission("test-challenge")
+    assert first.upload(limit=2)["remaining"]  # the client process dies here
+    first.close()
+    # A later process with a new token picks up where the manifest says.
+    second = open_driver(site.server.url, first.workdir, token=site.token(user), part_size=PART)
+    assert len(second.pending()) == len(second.state.index) - 2
+    assert second.resume() == {"completed": True, "remaining": []}
+    assert_uploaded(site, second)
+
+
+def test_repeated_and_duplicate_hash_parts(site: Site) -> None:
+    folder = site.root / "dups"
+    folder.mkdir()
+    block = os.urandom(PART)
+    raw = folder / "dup.zip"
+    raw.write_bytes(block + os.urandom(PART) + block + b"tail")
+    zrc = site.driver()
+    zrc.create_model()
+    parts = zrc.prepare(raw)
+    assert parts[0].filehash == parts[2].filehash
+    zrc.create_submission("test-challenge")
+    assert len(zrc.pending()) == 3  # the client uploads identical bytes once
+    first = zrc.send(parts[2].filename, Path(zrc.state.parts_dir) / parts[2].filename)
+    assert first["remaining"] == [parts[1].filename, parts[3].filename]
+    again = zrc.send(parts[2].filename, Path(zrc.state.parts_dir) / parts[2].filename)
+    assert again == first  # a repeat is accepted idempotently
+    zrc.state.uploaded.append(parts[2].filehash)
+    zrc.upload()
+    assert_uploaded(site, zrc)
+
+
+def test_wrong_bytes_and_unknown_names_are_refused_and_discarded(site: Site) -> None:
+    zrc = site.driver()
+    zrc.create_model()
+    parts = zrc.prepare(archive(site, "wrong.zip"))
+    sid = zrc.create_submission("test-challenge")["submission_id"]
+    good = (Path(zrc.state.parts_dir) / parts[0].filename).read_bytes()
+    cases = [
+        (parts[0].filename, good[:-1] + b"X", "MD5 of the received bytes"),
+        (parts[0].filename, good[:-10], "received 49990 bytes, the index says 50000"),
+        (parts[0].filename, good + b"extra", "larger than its index entry"),
+        ("sub_9999.zip", good, "not in the index"),
+    ]
+    for name, data, message in cases:
+        with pytest.raises(ZrcError) as caught:
+            zrc.send(name, data)
+        assert caught.value.status_code == 400 and message in caught.value.detail, name
+    assert not storage.parts_dir(site.settings, sid).exists()
+    assert not [f for f in site.tmp_files() if sid in f]
+    zrc.upload()
+    assert_uploaded(site, zrc)
+
+
+@pytest.mark.parametrize("raw", ["../../x.zip", "a/b.zip", "%2e%2e%2fx", "..%2F..%2Fx.zip"])
+def test_traversal_names_are_refused(site: Site, raw: str) -> None:
+    zrc = site.driver(name=secrets.token_hex(3))
+    zrc.create_model()
+    zrc.prepare(archive(site, "trav.zip"))
+    sid = zrc.create_submission("test-challenge")["submission_id"]
+    with httpx.Client(base_url=site.server.url) as http:
+        response = http.post(
+            f"/submissions/{sid}/content/add?part_name={raw}",
+            files={"file": ("x.zip", b"data")},
+            headers=zrc.headers,
+        )
+        assert response.status_code == 400
+        assert "invalid file name" in response.json()["detail"]
+        index = [
+            {"filename": httpx.URL(f"?n={raw}").params["n"], "filesize": 4, "filehash": "a" * 32}
+        ]
+        created = http.post(
+            f"/users/{zrc.state.username}/submissions/create",
+            json=zrc.submission_body("test-challenge", index=index),
+            headers=zrc.headers,
+        )
+        assert created.status_code == 400 and "invalid file name" in created.json()["detail"]
+    data = site.settings.data_dir
+    assert not (data / "x.zip").exists() and not (data.parent / "x.zip").exists()
+    assert not storage.submission_dir(site.settings, sid).exists()
+
+
+def test_other_users_get_403(site: Site) -> None:
+    owner, intruder = site.driver(), site.driver()
+    owner.create_model()
+    parts = owner.prepare(archive(site, "mine.zip"))
+    sid = owner.create_submission("test-challenge")["submission_id"]
+    intruder.state.submission_id = sid
+    with pytest.raises(ZrcError) as content:
+        intruder.send(parts[0].filename, Path(owner.state.parts_dir) / parts[0].filename)
+    assert content.value.status_code == 403
+    intruder.create_model()
+    intruder.state.model_id = owner.state.model_id  # someone else's model
+    intruder.prepare(archive(site, "theirs.zip"))
+    with pytest.raises(ZrcError) as create:
+        intruder.create_submission("test-challenge")
+    assert create.value.status_code == 403 and "belongs to another user" in create.value.detail
+    with httpx.Client(base_url=site.server.url) as http:
+        for url in (f"/submissions/{sid}/info", f"/users/{owner.state.username}/submissions/list"):
+            assert http.get(url, headers=intruder.headers).status_code == 403
+        assert http.delete(f"/submissions/{sid}", headers=intruder.headers).status_code == 403
+
+
+def test_closed_benchmark(site: Site) -> None:
+    make_benchmark(site.db, "closed-bench")
+    with site.db.transaction() as session:
+        close_benchmark(session=session, benchmark_id="closed-bench")
+    zrc = site.driver()
+    with pytest.raises(RuntimeError, match="closed"):
+        zrc.benchmark_info("closed-bench")  # the client stops here
+    zrc.create_model()
+    zrc.prepare(archive(site, "late.zip"))
+    with pytest.raises(ZrcError) as caught:  # and the server refuses anyway
+        zrc.create_submission("closed-bench")
+    assert caught.value.status_code == 403
+    assert caught.value.detail == NOT_OPEN.format(id="closed-bench", why="closed")
+
+
+def test_quota_exhausted(site: Site) -> None:
+    make_benchmark(site.db, "quota-bench", quota="2/1d")
+    zrc = site.driver()
+    zrc.create_model()
+    zrc.prepare(archive(site, "q.zip"))
+    zrc.create_submission("quota-bench")
+    zrc.create_submission("quota-bench")
+    with httpx.Client(base_url=site.server.url) as http:
+        response = http.post(
+            f"/users/{zrc.state.username}/submissions/create",
+            json=zrc.submission_body("quota-bench"),
+            headers=zrc.headers,
+        )
+    assert response.status_code == 429
+    assert "quota of benchmark quota-bench used up: 2 per 1d" in response.json()["detail"]
+    assert 86000 < int(response.headers["retry-after"]) <= 86400
+
+
+def test_oversize_bodies_get_413_before_reading(site: Site) -> None:
+    zrc = site.driver()
+    zrc.create_model()
+    zrc.prepare(archive(site, "big.zip"), multipart=False)
+    sid = zrc.create_submission("test-challenge")["submission_id"]
+    url = f"{site.server.url}/submissions/{sid}/content/add?part_name=big.zip"
+    body = os.urandom(MAX_REQUEST + 100_000)
+    with httpx.Client() as http:
+        declared = http.post(url, content=body, headers=zrc.headers)
+        assert declared.status_code == 413
+        assert declared.json()["detail"].startswith("request body too large")
+
+        def chunked() -> Iterator[bytes]:
+            for i in range(0, len(body), 16_384):
+                yield body[i : i + 16_384]
+
+        streamed = http.post(
+            url,
+            content=chunked(),
+            headers={**zrc.headers, "content-type": "multipart/form-data; boundary=b"},
+        )
+        assert streamed.status_code == 413
+        assert streamed.json()["detail"].startswith("request body too large")
+    assert zrc.status() == "uploading"
+    assert not storage.submission_dir(site.settings, sid).exists()
+
+
+def test_concurrent_uploads_of_different_submissions(site: Site) -> None:
+    drivers = [site.driver() for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def run(zrc: ZrcDriver, n: int) -> None:
+        try:
+            zrc.submit(archive(site, f"c{n}.zip", 220_000), "test-challenge", multipart=n != 1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(z, n)) for n, z in enumerate(drivers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    for zrc in drivers:
+        assert_uploaded(site, zrc)
+
+
+def test_last_two_parts_concurrently_complete_once(site: Site) -> None:
+    zrc = site.driver()
+    zrc.create_model()
+    parts = zrc.prepare(archive(site, "race.zip", 200_000))
+    sid = zrc.create_submission("test-challenge")["submission_id"]
+    zrc.upload(limit=len(parts) - 2)
+    barrier = threading.Barrier(2)
+    answers: list[dict] = []
+
+    def send(part) -> None:
+        with ZrcDriver(site.server.url, zrc.workdir, part_size=PART) as own:
+            barrier.wait()
+            answers.append(own.send(part.filename, Path(zrc.state.parts_dir) / part.filename))
+
+    threads = [threading.Thread(target=send, args=(p,)) for p in parts[-2:]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(a["completed"] for a in answers) == [False, True]
+    assert_uploaded(site, zrc)
+    uploaded = [e for e in site.events(sid) if e.status == SubmissionStatus.UPLOADED]
+    assert len(uploaded) == 1
+
+
+# --- restarts --------------------------------------------------------------------------------
+def kill_9(server: Server) -> None:
+    os.killpg(server.process.proc.pid, signal.SIGKILL)
+    server.process.proc.wait(10)
+    server.stop()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.02)
+
+
+def test_kill_9_mid_upload_then_restart_and_resume(tmp_path: Path) -> None:
+    env_file, settings = start_site(tmp_path)
+    db = Database(settings.database)
+    server = Server(env_file, workers=2)
+    restarted: Server | None = None
+    try:
+        user = make_user(db, settings)
+        site = Site(server, settings, db, tmp_path)
+        zrc = site.driver(user)
+        zrc.create_model()
+        parts = zrc.prepare(archive(site, "crash.zip", 200_000))
+        sid = zrc.create_submission("test-challenge")["submission_id"]
+        zrc.upload(limit=2)  # acknowledged before the crash
+        inflight = parts[2]
+        data = (Path(zrc.state.parts_dir) / inflight.filename).read_bytes()
+        body, content_type = _multipart(inflight.filename, data)
+        release = threading.Event()
+        outcome: list[object] = []
+
+        def slow_body() -> Iterator[bytes]:
+            yield body[: len(body) // 2]
+            release.wait(30)
+            yield body[len(body) // 2 :]
+
+        def post() -> None:
+            try:
+                outcome.append(
+                    httpx.post(
+                        f"{server.url}/submissions/{sid}/content/add",
+                        params={"part_name": inflight.filename},
+                        content=slow_body(),
+                        headers={**zrc.headers, "content-type": content_type},
+                        timeout=30,
+                    )
+                )
+            except httpx.HTTPError as exc:
+                outcome.append(exc)
+
+        sender = threading.Thread(target=post)
+        sender.start()
+        # The server opened its temp file: the part is streaming right now.
+        wait_for(lambda: any(f.startswith(f"upload-{sid}") for f in site.tmp_files()))
+        kill_9(server)
+        release.set()
+        sender.join(30)
+        assert isinstance(outcome[0], httpx.HTTPError)  # never acknowledged
+
+        restarted = Server(env_file, workers=2)
+        site.server = restarted
+        resumed = open_driver(restarted.url, zrc.workdir, token=site.token(user), part_size=PART)
+        assert resumed.status() == "uploading"
+        assert [p.filename for p in resumed.pending()] == [p.filename for p in parts[2:]]
+        assert resumed.resume() == {"completed": True, "remaining": []}
+        assert_uploaded(site, resumed)
+    finally:
+        server.stop()
+        if restarted is not None:
+            restarted.stop()
+        db.dispose()
+
+
+def test_restart_finishes_a_join_that_never_happened(tmp_path: Path) -> None:
+    """All parts were acknowledged but the server died before joining: start-up joins."""
+    env_file, settings = start_site(tmp_path)
+    db = Database(settings.database)
+    try:
+        user = make_user(db, settings)
+        raw = os.urandom(120_000)
+        chunks = [raw[:PART], raw[PART : 2 * PART], raw[2 * PART :]]
+        index = [
+            {"filename": f"j_{n}.zip", "filesize": len(c), "filehash": hashlib.md5(c).hexdigest()}
+            for n, c in enumerate(chunks)
+        ]
+        data = create_body(make_model(db, user), index=index, hash=hashlib.md5(raw).hexdigest())
+        sid = create(db, settings, user, data).id
+        for entry, chunk in zip(index, chunks, strict=True):
+            store(db, settings, sid, entry["filename"], chunk)  # acknowledged, not joined
+        # A half-written join of the dead process is left in tmp.
+        (storage.tmp_dir(settings) / f"join-{sid}-dead.tmp").write_bytes(raw[:1000])
+
+        server = Server(env_file, workers=2)
+        try:
+            zrc = open_driver(server.url, tmp_path / "client")
+            zrc.state.submission_id = sid
+            assert zrc.wait_status("uploaded", "invalid") == "uploaded"
+            assert storage.archive_path(settings, sid).read_bytes() == raw
+        finally:
+            server.stop()
+        uploaded = [
+            e for e in Site(server, settings, db, tmp_path).events(sid) if e.status == "uploaded"
+        ]
+        assert len(uploaded) == 1  # two workers recovered, one joined
+    finally:
+        db.dispose()
+
+
+def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    request = httpx.Request("POST", "http://x/", files={"file": (name, data)})
+    return request.read(), request.headers["content-type"]
