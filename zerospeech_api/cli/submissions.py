@@ -156,3 +156,23 @@ def rejoin(ctx: CliContext, submission_id: str) -> None:
     if result is None:
         fail("another process is joining it right now, or it moved on: see `submissions show`")
     click.echo(f"submission {submission_id}: {result}")
+
+
+# --- evaluation (appended by the evaluation area) -------------------------------------------
+
+
+@group.command()
+@click.argument("submission_id", metavar="ID")
+@pass_ctx
+def evaluate(ctx: CliContext, submission_id: str) -> None:
+    """Queue an evaluation of an uploaded submission, or re-run a completed/failed/invalid one."""
+    from zerospeech_api.evaluation.jobs import enqueue
+
+    with domain_errors(), ctx.db.transaction() as session:
+        enqueue(
+            session=session,
+            submission_id=submission_id,
+            max_attempts=ctx.settings.job_max_attempts,
+            reason="queued by an administrator (submissions evaluate)",
+        )
+    click.echo(f"submission {submission_id} queued for evaluation")
