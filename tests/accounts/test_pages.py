@@ -130,3 +130,13 @@ def test_verify_resend_page_mails_a_new_link_only_to_unverified_accounts(
     assert response.status_code == 200 and service.VERIFY_SENT in response.text
     token = wait_for_mail(outbox_dir(settings), to="new@example.org").token("verify")
     assert client.get("/page/verify", params={"token": token}).status_code == 200
+
+
+def test_verify_link_in_read_only_mode_is_423(make_settings, db: Database):
+    from zerospeech_api.app import create_app
+    from zerospeech_api.errors import READ_ONLY_DETAIL
+
+    settings = make_settings(database_url=db.url, read_only=True)
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/page/verify", params={"token": "anything"})
+    assert response.status_code == 423 and READ_ONLY_DETAIL in response.text

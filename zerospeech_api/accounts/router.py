@@ -21,12 +21,11 @@ from zerospeech_api.accounts.schemas import (
 )
 from zerospeech_api.deps import (
     CallerDep,
-    CurrentUser,
     DatabaseDep,
+    PathUser,
     SessionDep,
     SettingsDep,
     TokenDep,
-    require_self_or_admin,
 )
 from zerospeech_api.errors import BadRequest
 from zerospeech_api.mail import Mailer
@@ -140,18 +139,14 @@ def update_password(
 
 
 @router.get("/users/{username}/profile")
-def get_profile(username: str, user: CurrentUser, session: SessionDep) -> Profile:
+def get_profile(target: PathUser) -> Profile:
     """A user's profile: their own, or anyone's for an admin (403 otherwise)."""
-    require_self_or_admin(username, user)
-    return Profile.model_validate(service.get_user(session=session, username=username))
+    return Profile.model_validate(target)
 
 
 @router.put("/users/{username}/profile")
 @router.patch("/users/{username}/profile")
-def update_profile(
-    username: str, body: ProfileUpdate, user: CurrentUser, session: SessionDep
-) -> Profile:
+def update_profile(body: ProfileUpdate, target: PathUser, session: SessionDep) -> Profile:
     """Change first name, last name or affiliation (self, or an admin)."""
-    require_self_or_admin(username, user)
-    updated = service.update_profile(session=session, username=username, changes=body)
+    updated = service.update_profile(session=session, username=target.username, changes=body)
     return Profile.model_validate(updated)
