@@ -57,6 +57,9 @@ WRONG_SIZE = "part {name!r}: received {got} bytes, the index says {want}: discar
 WRONG_HASH = "part {name!r}: MD5 of the received bytes is {got}, the index says {want}: discarded"
 
 FLUSH_BYTES = 1 << 20  # hand the disk + MD5 thread 1 MiB at a time
+# Start writing back to disk while the rest streams in, so the fsync before the
+# acknowledgement has little left to do (it would otherwise stall the end of every part).
+SYNC_EVERY = 16 << 20
 TMP_PREFIX = "upload-"
 
 
@@ -137,6 +140,7 @@ class ReceivedFile:
         self._lock = threading.Lock()
         self._md5 = hashlib.md5()
         self.size = 0  # bytes written to disk so far
+        self.unsynced = 0  # bytes written since the last background sync started
         self.md5 = ""
         self.closed = False
 
@@ -149,6 +153,19 @@ class ReceivedFile:
                 self._file.write(view)
                 self._md5.update(view)
                 self.size += len(view)
+                self.unsynced += len(view)
+
+    def sync_some(self) -> None:
+        """fdatasync what is written so far, concurrently with further writes (own fd)."""
+        with self._lock:
+            if self.closed:
+                return
+            fd = os.dup(self._file.fileno())
+            self.unsynced = 0
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     def finish(self) -> None:
         """Flush, fsync (a part is durable before it is acknowledged) and keep the lock."""
@@ -287,6 +304,7 @@ async def receive_file(
     parser = MultipartParser(boundary, reader.callbacks())  # type: ignore[arg-type]
     received = ReceivedFile(directory, label)
     pending: asyncio.Future[None] | None = None
+    syncing: asyncio.Future[None] | None = None
     done = False
     try:
         async for chunk in chunks:
@@ -303,9 +321,14 @@ async def receive_file(
                 if pending is not None:
                     await pending
                 pending = loop.run_in_executor(None, received.write, reader.take())
+                if received.unsynced >= SYNC_EVERY and (syncing is None or syncing.done()):
+                    syncing = loop.run_in_executor(None, received.sync_some)
         if pending is not None:
             await pending
             pending = None
+        if syncing is not None:
+            await syncing
+            syncing = None
         if reader.too_big:
             raise BadRequest(too_big_message)
         if reader.error is not None:
@@ -323,8 +346,9 @@ async def receive_file(
         return received
     finally:
         if not done:
-            if pending is not None:
-                pending.add_done_callback(_consume)
+            for future in (pending, syncing):
+                if future is not None:
+                    future.add_done_callback(_consume)
             received.discard()
 
 
