@@ -1,0 +1,721 @@
+"""The built pyz as an operator runs it: build (reproducible, offline), start-up from odd places,
+`supervise` behind the shipped nginx config, kills and reloads under load, offline docs in
+headless Chromium, the systemd unit.
+
+The pyz is built once per session from a snapshot of the sources (and reused from dist/test-cache
+while the sources are unchanged). The appliance (supervisord + gunicorn + an evaluation worker +
+nginx) is started once for this module; each disruptive test leaves it healthy again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import xmlrpc.client
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from supervisor.xmlrpc import SupervisorTransport
+
+from tests.conftest import missing_tool, require_binary
+from tests.helpers.evaluation import outbox_messages
+from tests.helpers.processes import Process, free_port, wait_until_responds
+from tests.helpers.server import write_env
+from tests.helpers.zrc import ZrcDriver, make_archive
+from zerospeech_api import __version__
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = ("build.sh", "packaging", "pyproject.toml", "README.md", "zerospeech_api")
+CACHE = ROOT / "dist" / "test-cache"
+PASSWORD = "a long enough test password"
+
+
+# --- the build ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Built:
+    pyz: Path
+    sources: Path
+
+
+def _snapshot(dest: Path) -> str:
+    """Copy what build.sh reads into `dest`; returns a key of its content (and this Python)."""
+    digest = hashlib.sha256(sys.version.encode())
+    for item in SOURCES:
+        source = ROOT / item
+        paths = [source] if source.is_file() else sorted(source.rglob("*"))
+        for path in paths:
+            if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            relative = path.relative_to(ROOT)
+            data = path.read_bytes()
+            target = dest / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            shutil.copymode(path, target)
+            digest.update(str(relative).encode() + b"\0" + data + b"\0")
+    return digest.hexdigest()
+
+
+def _build(sources: Path, output: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    argv = [str(sources / "build.sh"), "--output", str(output), *args]
+    result = subprocess.run(
+        argv,
+        env={**(env or os.environ), "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """dist/zerospeech-api.pyz as build.sh makes it, from a snapshot of the sources."""
+    sources = tmp_path_factory.mktemp("sources")
+    key = _snapshot(sources)
+    pyz = CACHE / f"zerospeech-api-{key[:16]}.pyz"
+    if not pyz.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        for old in CACHE.glob("zerospeech-api-*.pyz"):
+            old.unlink(missing_ok=True)
+        _build(sources, pyz)
+    return Built(pyz, sources)
+
+
+def pyz_env(shiv_root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZR_", "SHIV_"))}
+    return {**env, "SHIV_ROOT": str(shiv_root), **extra}
+
+
+def run_pyz(
+    pyz: Path, *args: str, cwd: Path, env: dict[str, str], input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(pyz), *args],
+        cwd=cwd,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_offline_rebuild_from_a_wheelhouse_is_byte_identical(built: Built, tmp_path: Path) -> None:
+    """packaging/wheelhouse.sh, then build.sh --wheelhouse with no network at all (own network
+    namespace): same sources + same lock give the same bytes as the session's build."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PYTHON=sys.executable)  # only the lock's sources
+    wheelhouse = tmp_path / "wheelhouse"
+    download = subprocess.run(
+        [str(built.sources / "packaging" / "wheelhouse.sh"), str(wheelhouse)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert download.returncode == 0, download.stderr[-3000:]
+    offline = ["unshare", "--net"]
+    if subprocess.run([*offline, "true"], capture_output=True).returncode != 0:
+        missing_tool("unshare --net is not permitted here")
+    rebuilt = tmp_path / "rebuilt.pyz"
+    result = subprocess.run(
+        [*offline, str(built.sources / "build.sh"), "--wheelhouse", str(wheelhouse)]
+        + ["--output", str(rebuilt)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert hashlib.sha256(rebuilt.read_bytes()).hexdigest() == (
+        hashlib.sha256(built.pyz.read_bytes()).hexdigest()
+    )
+
+
+def test_version_prints_the_build_id(built: Built, tmp_path: Path) -> None:
+    with zipfile.ZipFile(built.pyz) as archive:
+        environment = json.loads(archive.read("environment.json"))
+        names = set(archive.namelist())
+    # Bytecode ships inside (hash-checked), so a first start compiles nothing.
+    assert "site-packages/zerospeech_api/__pycache__/app.cpython-311.pyc" in names or (
+        sys.implementation.cache_tag != "cpython-311"
+    )
+    result = run_pyz(built.pyz, "version", cwd=tmp_path, env=pyz_env(tmp_path / "shiv"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"zerospeech-api {__version__} (build {environment['build_id'][:12]})"
+    )
+
+
+def test_runs_from_a_path_with_spaces_and_a_read_only_directory(
+    built: Built, tmp_path: Path
+) -> None:
+    folder = tmp_path / "read only" / "zero speech"
+    folder.mkdir(parents=True)
+    pyz = folder / "zerospeech-api.pyz"
+    shutil.copy2(built.pyz, pyz)
+    env_file = write_env(
+        tmp_path / "site.env",
+        {"ZR_DATA_DIR": str(tmp_path / "data"), "ZR_SECRET_KEY": secrets.token_urlsafe(48)},
+    )
+    env = pyz_env(tmp_path / "shiv root")
+    script = 'cd "$1" && shift && "$@" && ! touch probe 2>/dev/null'
+    if os.geteuid() == 0:  # root writes through mode bits: make the folder a read-only mount
+        if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode:
+            missing_tool("unshare --mount is not permitted here")
+        script = f'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && {script}'
+        wrapper = ["unshare", "--mount", "sh", "-c", script, "sh", str(folder)]
+    else:
+        folder.chmod(0o555)
+        wrapper = ["sh", "-c", script, "sh", str(folder)]
+    try:
+        for args in (
+            ["version"],
+            ["--env-file", str(env_file), "init"],
+            ["--env-file", str(env_file), "check"],
+        ):
+            # Started through its shebang, from inside the read-only folder.
+            result = subprocess.run(
+                [*wrapper, "./zerospeech-api.pyz", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
+        assert "check: ok" in result.stdout
+    finally:
+        folder.chmod(0o755)
+    assert not (folder / "probe").exists()
+
+
+def test_two_processes_starting_at_once_extract_once(built: Built, tmp_path: Path) -> None:
+    root = tmp_path / "empty shiv root"
+    env = pyz_env(root)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(built.pyz), "version"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+        assert out.startswith(f"zerospeech-api {__version__}")
+    extracted = [p.name for p in root.iterdir() if not p.name.startswith(".")]
+    assert len(extracted) == 1 and not extracted[0].endswith(".tmp"), extracted
+
+
+def test_systemd_unit_is_accepted_by_systemd_analyze(built: Built, tmp_path: Path) -> None:
+    analyze = require_binary("systemd-analyze")
+    unit = (ROOT / "etc" / "systemd" / "zerospeech-api.service").read_text()
+    assert "/opt/zerospeech/zerospeech-api.pyz" in unit and "/usr/bin/python3" in unit
+    unit = unit.replace("/opt/zerospeech/zerospeech-api.pyz", str(built.pyz))
+    unit = unit.replace("/usr/bin/python3", sys.executable)
+    path = tmp_path / "zerospeech-api.service"
+    path.write_text(unit)
+    result = subprocess.run(
+        [analyze, "verify", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    # verify only warns about unknown or misspelt settings: any line about our unit is a fail.
+    assert "zerospeech-api.service" not in result.stderr, result.stderr
+
+
+# --- the running appliance ----------------------------------------------------------------------
+@dataclass
+class Appliance:
+    root: Path
+    pyz: Path
+    env_file: Path
+    env: dict[str, str]
+    api_port: int
+    nginx_port: int
+    processes: list[Process] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.nginx_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def cli(self, *args: str, input: str | None = None) -> str:
+        result = run_pyz(
+            self.pyz, "--env-file", str(self.env_file), *args, cwd=self.root, env=self.env,
+            input=input,
+        )  # fmt: skip
+        assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
+        return result.stdout
+
+    def pid(self, program: str) -> int:
+        """The program's pid per supervisord (0 while it is not running), asked over its socket
+        with XML-RPC: polling through `ctl` would start a Python process per look."""
+        socket = self.data / "run" / "supervisor.sock"
+        transport = SupervisorTransport(None, None, f"unix://{socket}")
+        proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        try:
+            return int(proxy.supervisor.getProcessInfo(program)["pid"])
+        finally:
+            transport.close()
+
+    def gunicorn_workers(self) -> set[int]:
+        master = self.pid("api")
+        try:
+            children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        except OSError:
+            return set()
+        return {int(pid) for pid in children}
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+
+def render_nginx(folder: Path, *, nginx_port: int, api_port: int) -> Path:
+    """The shipped site config with ports and the cache folder substituted, in a main config."""
+    site = (ROOT / "etc" / "nginx" / "zerospeech-api.conf").read_text()
+    for old, new in (
+        ("127.0.0.1:8000", f"127.0.0.1:{api_port}"),
+        ("listen 80;", f"listen 127.0.0.1:{nginx_port};"),
+        ("    listen [::]:80;\n", ""),
+        ("/var/cache/nginx/zerospeech", str(folder / "cache")),
+    ):
+        assert old in site, f"etc/nginx/zerospeech-api.conf no longer has {old!r}"
+        site = site.replace(old, new)
+    (folder / "site.conf").write_text(site)
+    temp = "\n".join(
+        f"    {kind}_temp_path {folder / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    user = "user root;\n" if os.geteuid() == 0 else ""  # else workers run as nobody
+    main = (
+        f"{user}worker_processes 1;\npid {folder / 'nginx.pid'};\n"
+        f"error_log {folder / 'error.log'} warn;\nevents {{ worker_connections 512; }}\n"
+        f"http {{\n    access_log {folder / 'access.log'};\n{temp}\n"
+        f"    include {folder / 'site.conf'};\n}}\n"
+    )
+    (folder / "nginx.conf").write_text(main)
+    return folder / "nginx.conf"
+
+
+@pytest.fixture(scope="module")
+def appliance(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
+    """`supervise` (gunicorn x2 workers, one evaluation worker) behind nginx, from the pyz."""
+    nginx = require_binary("nginx")
+    root = tmp_path_factory.mktemp("appliance") / "zero speech"
+    (root / "app dir").mkdir(parents=True)
+    pyz = root / "app dir" / "zerospeech-api.pyz"
+    shutil.copy2(built.pyz, pyz)
+    api_port, nginx_port = free_port(), free_port()
+    env_file = write_env(
+        root / "site.env",
+        {
+            "ZR_DATA_DIR": str(root / "data"),
+            "ZR_BIND": f"127.0.0.1:{api_port}",
+            "ZR_BASE_URL": f"http://127.0.0.1:{nginx_port}",
+            "ZR_WORKERS": "2",
+            "ZR_WORKER_PROCESSES": "1",
+            "ZR_GRACEFUL_TIMEOUT": "20",
+            "ZR_JOB_LEASE_SECONDS": "5",
+            "ZR_WORKER_POLL_SECONDS": "0.2",
+            "ZR_WORKER_STOP_GRACE_SECONDS": "5",
+            "ZR_LEADERBOARD_MAX_AGE": "2",
+            "ZR_ARGON2_TIME_COST": "1",
+            "ZR_ARGON2_MEMORY_KIB": "8192",
+        },
+    )
+    app = Appliance(root, pyz, env_file, pyz_env(root / "shiv"), api_port, nginx_port)
+    app.cli("init")
+    try:
+        supervise = Process(
+            [sys.executable, str(pyz), "--env-file", str(env_file), "supervise"],
+            cwd=root,
+            env=app.env,
+            log=root / "supervise.log",
+        )
+        app.processes.append(supervise)
+        wait_until_responds(f"{app.api_url}/health", supervise, timeout=90)
+        folder = tmp_path_factory.mktemp("nginx")
+        config = render_nginx(folder, nginx_port=nginx_port, api_port=api_port)
+        proxy = Process(
+            [nginx, "-p", str(folder), "-c", str(config), "-g", "daemon off;"],
+            cwd=folder,
+            env=dict(os.environ),
+            log=folder / "nginx.out",
+        )
+        app.processes.append(proxy)
+        wait_until_responds(f"{app.url}/health", proxy)
+        yield app
+    finally:
+        for process in reversed(app.processes):
+            process.stop(timeout=60)
+
+
+def alive(pid: int) -> bool:
+    """True unless the process is gone or a zombie waiting for its (adoptive) parent."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Load:
+    """GET requests through nginx from a few threads until stopped (bounded in count and time)."""
+
+    def __init__(self, url: str, path: str = "/health", threads: int = 3) -> None:
+        self.url, self.path = url, path
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 120
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            for _ in range(20_000):
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    return
+                try:
+                    response = client.get(self.path)
+                    failure = None if response.status_code == 200 else str(response.status_code)
+                except httpx.HTTPError as exc:
+                    failure = repr(exc)
+                with self._lock:
+                    if failure is None:
+                        self.ok += 1
+                    else:
+                        self.failures.append(failure)
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        wait_for(lambda: self.ok >= 20, what="the load to start")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def more(self, n: int = 50) -> None:
+        """Let at least n more requests through (the system keeps serving afterwards)."""
+        target = self.ok + n
+        wait_for(lambda: self.ok >= target, what=f"{n} more answered requests")
+
+
+def participant(app: Appliance, tmp_path: Path, name: str) -> ZrcDriver:
+    """A verified user (created with the pyz's admin CLI) and a zrc driver through nginx."""
+    app.cli(
+        "users", "create", name, "--email", f"{name}@example.org", "--first-name", "Ada",
+        "--last-name", "Lovelace", "--affiliation", "Engines", "--password-stdin", "--verified",
+        input=PASSWORD + "\n",
+    )  # fmt: skip
+    return ZrcDriver(
+        app.url, tmp_path / f"zrc-{name}", username=name, password=PASSWORD, part_size=64_000
+    )
+
+
+def slow_part(driver: ZrcDriver, benchmark: str, tmp_path: Path) -> tuple[threading.Thread, dict]:
+    """Register a submission and start sending its first part slowly (about 3 s) in a thread."""
+    driver.login()
+    driver.create_model()
+    driver.prepare(make_archive(tmp_path / "slow.zip", payload_bytes=150_000))
+    driver.create_submission(benchmark)
+    part = driver.pending()[0]
+    data = (Path(driver.state.parts_dir) / part.filename).read_bytes()
+    boundary = secrets.token_hex(8)
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{part.filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    started = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def body() -> Iterator[bytes]:
+        yield head
+        for offset in range(0, len(data), 2_000):
+            started.set()
+            time.sleep(0.1)
+            yield data[offset : offset + 2_000]
+        yield tail
+
+    def send() -> None:
+        try:
+            outcome["response"] = httpx.post(
+                f"{driver.base_url}/submissions/{driver.state.submission_id}/content/add",
+                params={"part_name": part.filename},
+                content=body(),
+                headers={
+                    **driver.headers,
+                    "Content-Type": f"multipart/form-data; boundary={boundary}",
+                    "Content-Length": str(len(head) + len(data) + len(tail)),
+                },
+                timeout=60,
+            )
+        except httpx.HTTPError as exc:
+            outcome["error"] = repr(exc)
+        driver.state.uploaded.append(part.filehash)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    started.wait(10)
+    return thread, outcome
+
+
+def part_accepted(thread: threading.Thread, outcome: dict) -> None:
+    thread.join(60)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["response"].status_code == 200, outcome["response"].text
+
+
+def finish_upload(driver: ZrcDriver, thread: threading.Thread, outcome: dict) -> None:
+    part_accepted(thread, outcome)
+    driver.upload()
+    assert driver.wait_status("uploaded", "queued", "evaluating", "completed") != "uploading"
+
+
+def test_participant_flow_through_nginx(appliance: Appliance, tmp_path: Path) -> None:
+    """Signup and e-mail verification over HTTP, a multi-part zrc upload, evaluation by the
+    worker, and the leaderboard read through nginx's cache, fresh within max-age."""
+    app = appliance
+    app.cli("benchmarks", "create", "flow-bench", "--label", "Flow", "--url", "https://e.org")
+    app.cli(
+        "leaderboards", "create", "flow-lexical", "--benchmark", "flow-bench",
+        "--sort-key", "scores.lexical.all.test",
+    )  # fmt: skip
+    with app.client() as http:
+        assert http.get("/").json()["version"] == __version__
+        signup = {
+            "username": "ada",
+            "email": "ada@example.org",
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "affiliation": "Analytical Engines Ltd",
+            "password": PASSWORD,
+        }
+        assert http.post("/auth/signup", json=signup).status_code == 200, signup
+        mails = wait_for(lambda: outbox_messages(app.data), what="the verification mail")
+        token = re.search(r"/page/verify\?token=([\w.~-]+)", mails[0]["body"]).group(1)
+        assert http.post("/auth/verify", json={"token": token}).status_code == 200
+
+        board = "/leaderboards/flow-lexical/json"
+        first = http.get(board)
+        assert first.status_code == 200 and first.json()["data"] == []
+        assert http.get(board).headers["x-cache-status"] == "HIT"
+
+        driver = ZrcDriver(
+            app.url, tmp_path / "zrc", username="ada", password=PASSWORD, part_size=40_000
+        )
+        with driver:
+            archive = make_archive(tmp_path / "sub.zip", payload_bytes=100_000)
+            submission = driver.submit(archive, "flow-bench")
+            assert len(driver.state.index) >= 3
+            assert driver.wait_status("completed", "failed", "invalid", timeout=90) == "completed"
+
+        # The cached empty board expires after ZR_LEADERBOARD_MAX_AGE (2 s): never stale longer.
+        def published() -> bool:
+            data = http.get(board).json()["data"]
+            return any(entry.get("submission_id") == submission for entry in data)
+
+        try:
+            wait_for(published, timeout=2 + 10, what="the entry through the cache")
+        except AssertionError:
+            log = http.get(f"/submissions/{submission}/log", headers=driver.headers)
+            raise AssertionError(f"{http.get(board).text}\n{log.text}") from None
+        response = http.get(board)
+        assert response.headers["x-cache-status"] in {"HIT", "REVALIDATED"}
+        etag = response.headers["etag"]
+        assert http.get(board, headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_a_killed_gunicorn_worker_loses_no_request(appliance: Appliance) -> None:
+    before = appliance.gunicorn_workers()
+    victim = min(before)
+    with Load(appliance.url) as load:
+        os.kill(victim, signal.SIGKILL)
+        wait_for(
+            lambda: (
+                len(appliance.gunicorn_workers() - before) == 1
+                and len(appliance.gunicorn_workers()) == 2
+            ),
+            what="gunicorn to replace the worker",
+        )
+        load.more()
+    assert load.failures == [], load.failures[:5]
+    assert victim not in appliance.gunicorn_workers()
+
+
+def test_ctl_reload_under_load_drops_no_request_or_upload(
+    appliance: Appliance, tmp_path: Path
+) -> None:
+    driver = participant(appliance, tmp_path, "reloader")
+    before = appliance.gunicorn_workers()
+    master = appliance.pid("api")
+    with driver, Load(appliance.url) as load:
+        thread, outcome = slow_part(driver, "test-challenge", tmp_path)
+        assert "signalled" in appliance.cli("ctl", "reload")
+        wait_for(
+            lambda: (
+                not (appliance.gunicorn_workers() & before)
+                and len(appliance.gunicorn_workers()) == 2
+            ),
+            what="all workers replaced",
+        )
+        load.more()
+        finish_upload(driver, thread, outcome)
+    assert load.failures == [], load.failures[:5]
+    assert appliance.pid("api") == master  # a reload, not a restart
+
+
+def test_reload_applies_an_edited_env_file(appliance: Appliance) -> None:
+    """The upgrade/backup procedure: ZR_READ_ONLY=true + `ctl reload`, writes get 423."""
+    original = appliance.env_file.read_text()
+    with appliance.client() as http:
+        try:
+            appliance.env_file.write_text(original + "ZR_READ_ONLY=true\n")
+            appliance.cli("ctl", "reload")
+            wait_for(lambda: http.post("/auth/logout").status_code == 423, what="read-only mode")
+            assert http.get("/health").status_code == 200
+        finally:
+            appliance.env_file.write_text(original)
+            appliance.cli("ctl", "reload")
+        wait_for(lambda: http.post("/auth/logout").status_code == 401, what="writes again")
+
+
+def test_a_killed_gunicorn_master_comes_back_and_finishes_its_upload(
+    appliance: Appliance, tmp_path: Path
+) -> None:
+    driver = participant(appliance, tmp_path, "survivor")
+    master = appliance.pid("api")
+    old_workers = appliance.gunicorn_workers()
+    with driver:
+        thread, outcome = slow_part(driver, "test-challenge", tmp_path)
+        os.kill(master, signal.SIGKILL)
+        # The orphaned workers finish what they are doing (the upload), then exit; supervisord
+        # starts a new master, which binds the port once they are gone.
+        part_accepted(thread, outcome)
+        wait_for(lambda: appliance.pid("api") not in (0, master), what="a new master")
+        wait_until_responds(f"{appliance.url}/health", timeout=60)
+        wait_for(lambda: len(appliance.gunicorn_workers()) == 2, what="new workers")
+        assert not any(alive(pid) for pid in old_workers)  # they died with their master
+        assert "RUNNING" in appliance.cli("ctl", "status", "api")
+        driver.upload()  # the rest of the parts, as `zrc submit --resume` would
+        assert driver.wait_status("uploaded", "queued", "evaluating", "completed") != "uploading"
+
+
+def test_a_killed_evaluation_worker_loses_no_job(appliance: Appliance, tmp_path: Path) -> None:
+    app = appliance
+    command = '/bin/sh -c \'sleep 4; cp "$0" "$1"\' {input}/scores/leaderboard.json {output}'
+    app.cli("evaluators", "create", "slow", "--command", command)
+    app.cli(
+        "benchmarks", "create", "slow-bench", "--label", "Slow", "--url", "https://e.org",
+        "--evaluator", "slow",
+    )  # fmt: skip
+    driver = participant(app, tmp_path, "patient")
+    with driver:
+        driver.submit(make_archive(tmp_path / "job.zip", payload_bytes=20_000), "slow-bench")
+        driver.wait_status("evaluating", timeout=60)
+        worker = app.pid("worker:worker-1")
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: app.pid("worker:worker-1") not in (0, worker), what="a new worker")
+        # The job's lease runs out (5 s), the new worker claims and finishes it.
+        status = driver.wait_status("completed", "failed", "invalid", timeout=90)
+        log = driver.http.get(
+            f"/submissions/{driver.state.submission_id}/log", headers=driver.headers
+        ).json()
+        assert status == "completed", (log["log"], [e["message"] for e in log["events"]])
+        attempts = [e["message"] for e in log["events"] if "claimed by worker" in e["message"]]
+        assert len(attempts) == 2, attempts  # the killed attempt, then the one that finished
+
+
+@pytest.mark.parametrize(
+    ("page", "rendered"),
+    [("docs", r'class="opblock opblock-'), ("redoc", r'data-section-id="operation/')],
+)
+def test_docs_render_in_chromium_with_the_network_cut_off(
+    appliance: Appliance, tmp_path: Path, page: str, rendered: str
+) -> None:
+    chromium = require_binary("chromium")
+    netlog = tmp_path / "net.json"
+    result = subprocess.run(
+        [
+            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
+            # Outside the host nothing resolves, and any proxied request goes nowhere.
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--proxy-server=http://127.0.0.1:9", f"--log-net-log={netlog}",
+            "--virtual-time-budget=10000", "--dump-dom", f"{appliance.url}/{page}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    operations = len(re.findall(rendered, result.stdout))
+    paths = httpx.get(f"{appliance.url}/openapi.json").json()["paths"]
+    assert operations >= len(paths) > 10, f"{operations} operations rendered"
+    # Every request of the page went to this server; the browser's own background services
+    # (update checks, time) are not the page's and were not reachable anyway.
+    browser_own = ("google.com/", "googleapis.com/", "gvt1.com/")
+    urls = set(re.findall(r'"url":"([^"]+)"', netlog.read_text()))
+    foreign = [
+        u for u in urls
+        if u.startswith("http") and not u.startswith(appliance.url)
+        and not any(host in u for host in browser_own)
+    ]  # fmt: skip
+    assert foreign == []
+    assert any(u.startswith(f"{appliance.url}/static/docs/") for u in urls)
+
+
+def test_backup_and_cleanup_from_the_pyz_while_it_runs(
+    appliance: Appliance, tmp_path: Path
+) -> None:
+    out = appliance.cli("backup", str(tmp_path / "backups"))
+    (folder,) = (tmp_path / "backups").iterdir()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["database"]["copied"] and "integrity ok" in out
+    assert any(f["path"].startswith("logs/") for f in manifest["files"])
+    listing = appliance.cli("cleanup-extractions", "--dry-run")
+    assert "kept (running build)" in listing and "would remove" not in listing
