@@ -96,5 +96,5 @@ mkdir -p "$(dirname "$output")"
     -p '/usr/bin/env python3' -e zerospeech_api.cli:main -o "$tmp/zerospeech-api.pyz"
 "$tmp/tools/bin/python" packaging/add_bytecode.py "$tmp/zerospeech-api.pyz" "$site"
 # Atomic replace: a running pyz keeps its (unlinked) file.
-mv -f "$tmp/zerospeech-api.pyz" "$output.tmp" && mv -f "$output.tmp" "$output"
+mv -f "$tmp/zerospeech-api.pyz" "$output.tmp.$$" && mv -f "$output.tmp.$$" "$output"
 echo "built $output ($(du -h "$output" | cut -f1), sha256 $(sha256sum "$output" | cut -c1-16))"

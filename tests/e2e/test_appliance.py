@@ -92,9 +92,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     pyz = CACHE / f"zerospeech-api-{key[:16]}.pyz"
     if not pyz.is_file():
         CACHE.mkdir(parents=True, exist_ok=True)
-        for old in CACHE.glob("zerospeech-api-*.pyz"):
+        # Keep a few recent builds: another test session may still be using one.
+        for old in sorted(CACHE.glob("zerospeech-api-*.pyz"), key=os.path.getmtime)[:-3]:
             old.unlink(missing_ok=True)
-        _build(sources, pyz)
+        _build(sources, pyz)  # build.sh renames into place: never a half-written pyz
     return Built(pyz, sources)
 
 
