@@ -8,6 +8,7 @@ import os
 import random
 import secrets
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -401,6 +402,30 @@ def test_last_two_parts_concurrently_complete_once(site: Site) -> None:
     assert_uploaded(site, zrc)
     uploaded = [e for e in site.events(sid) if e.status == SubmissionStatus.UPLOADED]
     assert len(uploaded) == 1
+
+
+def test_a_client_that_disconnects_mid_part_leaves_nothing(site: Site) -> None:
+    zrc = site.driver()
+    zrc.create_model()
+    parts = zrc.prepare(archive(site, "gone.zip"))
+    sid = zrc.create_submission("test-challenge")["submission_id"]
+    data = (Path(zrc.state.parts_dir) / parts[0].filename).read_bytes()
+    body, content_type = _multipart(parts[0].filename, data)
+    host, port = site.server.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /submissions/{sid}/content/add?part_name={parts[0].filename} HTTP/1.1\r\n"
+        f"Host: {host}\r\nAuthorization: Bearer {zrc.state.token}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head + body[: len(body) // 2])
+        wait_for(lambda: any(f.startswith(f"upload-{sid}") for f in site.tmp_files()))
+    # The server notices, deletes the half part and logs no error.
+    wait_for(lambda: not any(f.startswith(f"upload-{sid}") for f in site.tmp_files()))
+    assert not storage.parts_dir(site.settings, sid).exists()
+    assert "interrupted by the client" in site.server.process.output()
+    zrc.upload()
+    assert_uploaded(site, zrc)
 
 
 # --- restarts --------------------------------------------------------------------------------

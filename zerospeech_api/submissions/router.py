@@ -6,10 +6,12 @@ its short database work in the thread pool.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from zerospeech_api.deps import (
     CurrentUser,
@@ -32,6 +34,7 @@ from zerospeech_api.submissions.schemas import (
 )
 
 router = APIRouter(tags=["submissions"])
+log = logging.getLogger("zerospeech_api.submissions")
 
 
 @router.post("/users/{username}/submissions/create", response_model=SubmissionCreated)
@@ -66,18 +69,23 @@ def content_status(submission_id: str, session: SessionDep) -> dict[str, str]:
 
 
 @router.post("/submissions/{submission_id}/content/add", response_model=PartAccepted)
-async def content_add(request: Request, target: UploadTargetDep) -> dict[str, Any]:
+async def content_add(request: Request, target: UploadTargetDep) -> Any:
     """Upload one part (multipart/form-data, one file field `file`); `part_name` must be a name
     from the index. When the last part is in, the server joins and verifies the archive."""
     state = request.app.state
-    received = await uploads.receive_file(
-        request.stream(),
-        content_type=request.headers.get("content-type"),
-        directory=storage.tmp_dir(state.settings),
-        label=target.submission_id,
-        max_bytes=target.max_bytes,
-        too_big_message=target.too_big_message,
-    )
+    try:
+        received = await uploads.receive_file(
+            request.stream(),
+            content_type=request.headers.get("content-type"),
+            directory=storage.tmp_dir(state.settings),
+            label=target.submission_id,
+            max_bytes=target.max_bytes,
+            too_big_message=target.too_big_message,
+        )
+    except ClientDisconnect:
+        # The client went away mid-part (it will resend it): nothing was kept, nobody listens.
+        log.info("upload of %s interrupted by the client", target.entry.filename)
+        return Response(status_code=400)
     try:
         uploads.verify(target, received)
         progress = await run_in_threadpool(
