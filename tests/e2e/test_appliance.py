@@ -33,6 +33,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from tests.conftest import missing_tool, require_binary
 from tests.helpers.evaluation import outbox_messages
+from tests.helpers.nginx import nginx_argv, render_nginx
 from tests.helpers.processes import Process, free_port, wait_until_responds
 from tests.helpers.server import write_env
 from tests.helpers.zrc import ZrcDriver, make_archive
@@ -299,33 +300,6 @@ class Appliance:
         return httpx.Client(base_url=self.url, timeout=60)
 
 
-def render_nginx(folder: Path, *, nginx_port: int, api_port: int) -> Path:
-    """The shipped site config with ports and the cache folder substituted, in a main config."""
-    site = (ROOT / "etc" / "nginx" / "zerospeech-api.conf").read_text()
-    for old, new in (
-        ("127.0.0.1:8000", f"127.0.0.1:{api_port}"),
-        ("listen 80;", f"listen 127.0.0.1:{nginx_port};"),
-        ("    listen [::]:80;\n", ""),
-        ("/var/cache/nginx/zerospeech", str(folder / "cache")),
-    ):
-        assert old in site, f"etc/nginx/zerospeech-api.conf no longer has {old!r}"
-        site = site.replace(old, new)
-    (folder / "site.conf").write_text(site)
-    temp = "\n".join(
-        f"    {kind}_temp_path {folder / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    user = "user root;\n" if os.geteuid() == 0 else ""  # else workers run as nobody
-    main = (
-        f"{user}worker_processes 1;\npid {folder / 'nginx.pid'};\n"
-        f"error_log {folder / 'error.log'} warn;\nevents {{ worker_connections 512; }}\n"
-        f"http {{\n    access_log {folder / 'access.log'};\n{temp}\n"
-        f"    include {folder / 'site.conf'};\n}}\n"
-    )
-    (folder / "nginx.conf").write_text(main)
-    return folder / "nginx.conf"
-
-
 @pytest.fixture(scope="module")
 def appliance(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
     """`supervise` (gunicorn x2 workers, one evaluation worker) behind nginx, from the pyz."""
@@ -366,7 +340,7 @@ def appliance(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         folder = tmp_path_factory.mktemp("nginx")
         config = render_nginx(folder, nginx_port=nginx_port, api_port=api_port)
         proxy = Process(
-            [nginx, "-p", str(folder), "-c", str(config), "-g", "daemon off;"],
+            nginx_argv(nginx, config),
             cwd=folder,
             env=dict(os.environ),
             log=folder / "nginx.out",
