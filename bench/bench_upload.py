@@ -300,6 +300,9 @@ def main() -> None:
         print(f"join after the last part (background copy + MD5): {min(joins):.2f} s")
         for name, values in times.items():
             print(f"rounds {name} (s):", [round(x, 2) for x in values])
+        # Other load on the machine moves whole rounds; the ratio within a round moves less.
+        per_round = [r / o for r, o in zip(times["raw"], times["serve"], strict=True)]
+        print("ratio serve/baseline per round:", [round(x, 2) for x in per_round])
 
         small_index, small_md5 = make_parts(root / "small", args.small_mib << 20, args.part_bytes)
         small = memory_run(root, root / "small", small_index, small_md5, args.workers)
@@ -311,8 +314,9 @@ def main() -> None:
                 (f"{args.size_mib} MiB", ", ".join(f"{v:.1f}" for v in large)),
             ],
         )
-        ratio = base / best["serve"]
-        print(f"goal: ratio >= 0.8 -> {'met' if ratio >= 0.8 else 'NOT met'} ({ratio:.2f})")
+        ratio = sorted(per_round)[len(per_round) // 2]
+        verdict = "met" if ratio >= 0.8 else "NOT met"
+        print(f"goal: median per-round ratio >= 0.8 -> {verdict} ({ratio:.2f})")
 
 
 if __name__ == "__main__":

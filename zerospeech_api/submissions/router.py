@@ -68,7 +68,28 @@ def content_status(submission_id: str, session: SessionDep) -> dict[str, str]:
     return uploads.content_status(session=session, submission_id=submission_id)
 
 
-@router.post("/submissions/{submission_id}/content/add", response_model=PartAccepted)
+# The body is streamed by hand (not declared as a parameter), so document it here.
+PART_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/submissions/{submission_id}/content/add",
+    response_model=PartAccepted,
+    openapi_extra=PART_BODY,
+)
 async def content_add(request: Request, target: UploadTargetDep) -> Any:
     """Upload one part (multipart/form-data, one file field `file`); `part_name` must be a name
     from the index. When the last part is in, the server joins and verifies the archive."""
