@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -78,19 +79,41 @@ def _client(port: int, path: str, extra: str, seconds: float, expect: int, out: 
     out.put(count)
 
 
-def measure(port: int, path: str, *, seconds: float, clients: int, extra: str = "", expect=200):
-    """Requests per second over `clients` keep-alive connections in separate processes."""
+def server_cpu(master: int) -> float:
+    """CPU seconds used so far by a gunicorn master and its workers (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == master or ppid == master:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def measure(
+    port: int, path: str, *, seconds: float, clients: int, master: int, extra: str = "", expect=200
+) -> tuple[float, float]:
+    """(requests per second, server CPU milliseconds per request) over `clients` keep-alive
+    connections in separate processes. CPU per request does not depend on other load."""
     queue: mp.Queue = mp.Queue()
     procs = [
         mp.Process(target=_client, args=(port, path, extra, seconds, expect, queue))
         for _ in range(clients)
     ]
+    cpu = server_cpu(master)
     for p in procs:
         p.start()
     total = sum(queue.get(timeout=seconds + 60) for _ in procs)
     for p in procs:
         p.join()
-    return total / seconds
+    cpu = server_cpu(master) - cpu
+    return total / seconds, 1000 * cpu / max(1, total)
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -225,6 +248,53 @@ def publish_latency(env_file: Path, port: int, runs: int) -> list[tuple[float, f
     return results
 
 
+def asgi_in_process(env_file: Path, body40: bytes, calls: int = 3000) -> dict[str, float]:
+    """Microseconds per request of the whole app in-process (middleware, routing, handler; no
+    server, no access log) vs the bare app: the endpoint's own cost, insensitive to load."""
+    import asyncio
+
+    from fastapi import FastAPI, Response
+
+    from zerospeech_api.app import create_app
+    from zerospeech_api.settings import load_settings
+
+    ours = create_app(load_settings(env_file))
+    bare = FastAPI()
+
+    @bare.get("/bare/{name}")
+    async def constant(name: str) -> Response:
+        return Response(body40, media_type="application/json")
+
+    async def run(app: Any, path: str) -> float:
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "root_path": "", "headers": [(b"host", b"x")], "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }  # fmt: skip
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(_message: dict) -> None:
+            return None
+
+        start = time.perf_counter()
+        for _ in range(calls):
+            await app(scope, receive, send)
+        return (time.perf_counter() - start) / calls * 1e6
+
+    async def rounds() -> dict[str, float]:
+        best = {"bare": float("inf"), "ours": float("inf")}
+        await run(ours, "/leaderboards/slm21-40/json")  # compile and cache
+        for _ in range(5):
+            best["bare"] = min(best["bare"], await run(bare, "/bare/40"))
+            best["ours"] = min(best["ours"], await run(ours, "/leaderboards/slm21-40/json"))
+        return best
+
+    return asyncio.run(rounds())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4)
@@ -298,45 +368,71 @@ def main() -> None:
             assert response.content == bodies[size], "served body differs from the compiled one"
             etags[size] = response.headers["etag"]
         cases = {
-            "bare 40": (bare_port, "/bare/40", "", 200),
-            "leaderboard 40": (api_port, "/leaderboards/slm21-40/json", "", 200),
-            "bare 1000": (bare_port, "/bare/1000", "", 200),
-            "leaderboard 1000": (api_port, "/leaderboards/slm21-1000/json", "", 200),
-            "bare empty": (bare_port, "/bare/empty", "", 200),
+            "bare 40": (bare, bare_port, "/bare/40", "", 200),
+            "leaderboard 40": (api, api_port, "/leaderboards/slm21-40/json", "", 200),
+            "bare 1000": (bare, bare_port, "/bare/1000", "", 200),
+            "leaderboard 1000": (api, api_port, "/leaderboards/slm21-1000/json", "", 200),
+            "bare empty": (bare, bare_port, "/bare/empty", "", 200),
             "leaderboard 1000 304": (
+                api,
                 api_port,
                 "/leaderboards/slm21-1000/json",
                 f"If-None-Match: {etags['1000']}\r\n",
                 304,
             ),
         }
-        for port, path, extra, expect in cases.values():  # warm-up
-            measure(port, path, seconds=1, clients=args.clients, extra=extra, expect=expect)
-        samples: dict[str, list[float]] = {name: [] for name in cases}
+        for proc, port, path, extra, expect in cases.values():  # warm-up
+            measure(
+                port,
+                path,
+                seconds=1,
+                clients=args.clients,
+                master=proc.pid,
+                extra=extra,
+                expect=expect,
+            )
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
         for _ in range(args.rounds):
-            for name, (port, path, extra, expect) in cases.items():
+            for name, (proc, port, path, extra, expect) in cases.items():
                 samples[name].append(
                     measure(
                         port,
                         path,
                         seconds=args.seconds,
                         clients=args.clients,
+                        master=proc.pid,
                         extra=extra,
                         expect=expect,
                     )
                 )
-        rps = {name: statistics.median(values) for name, values in samples.items()}
+        rps = {name: statistics.median(v[0] for v in values) for name, values in samples.items()}
+        cpu = {name: statistics.median(v[1] for v in values) for name, values in samples.items()}
         print(
             f"# leaderboard reads: {args.workers} server workers, {args.clients} clients, "
             f"{args.rounds} x {args.seconds:g}s rounds (median)"
         )
         print(f"body sizes: 40 entries {len(bodies['40'])} B, 1000 entries {len(bodies['1000'])} B")
-        for name, value in rps.items():
-            print(f"{name:24s} {value:9.0f} req/s")
-        print(f"ratio 40:    {rps['leaderboard 40'] / rps['bare 40']:.2f}")
-        print(f"ratio 1000:  {rps['leaderboard 1000'] / rps['bare 1000']:.2f}")
-        print(f"304 vs bare empty body: {rps['leaderboard 1000 304'] / rps['bare empty']:.2f}")
-        print(f"304 vs bare 1000:       {rps['leaderboard 1000 304'] / rps['bare 1000']:.2f}")
+        print(f"{'case':24s} {'req/s':>9s} {'server CPU ms/req':>18s}")
+        for name in cases:
+            print(f"{name:24s} {rps[name]:9.0f} {cpu[name]:18.3f}")
+        print("ratios (leaderboard / bare): req/s, and capacity = bare CPU per req / ours")
+        for label, ours, base in (
+            ("40 entries", "leaderboard 40", "bare 40"),
+            ("1000 entries", "leaderboard 1000", "bare 1000"),
+            ("304 vs bare empty", "leaderboard 1000 304", "bare empty"),
+            ("304 vs bare 1000", "leaderboard 1000 304", "bare 1000"),
+        ):
+            print(
+                f"{label:20s} req/s {rps[ours] / rps[base]:5.2f}   "
+                f"capacity {cpu[base] / cpu[ours]:5.2f}"
+            )
+
+        micro = asgi_in_process(env_file, bodies["40"])
+        print("# in-process ASGI, 40 entries (best of 5 x 3000 calls)")
+        print(
+            f"bare {micro['bare']:.0f} us/req, leaderboard {micro['ours']:.0f} us/req, "
+            f"ratio {micro['bare'] / micro['ours']:.2f}"
+        )
 
         stop(bare)
         worker = start(
