@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from fastapi.testclient import TestClient
 
@@ -48,11 +48,35 @@ def test_read_only_mode_refuses_writes_and_serves_reads(make_settings: Callable,
 
 
 def test_declared_body_over_limit_is_413_before_reading(make_settings: Callable, db) -> None:
-    settings = make_settings(database_url=db.url, max_request_bytes=2048)
+    settings = make_settings(database_url=db.url, max_body_bytes=2048, max_request_bytes=8192)
     with TestClient(create_app(settings)) as client:
         response = client.post("/auth/login", content=b"x" * 4096)
         assert response.status_code == 413
-        assert "too large" in response.json()["detail"]
+        assert "limit 2048" in response.json()["detail"]
+        # Uploads have their own, larger limit: past the small one they reach the route (which
+        # refuses this request for its missing part name and token), past their own limit they
+        # are refused before reading.
+        upload = "/submissions/some-id/content/add"
+        assert client.post(upload, content=b"x" * 4096).status_code in (400, 401)
+        too_big = client.post(upload, content=b"x" * 9000)
+        assert too_big.status_code == 413
+        assert "limit 8192" in too_big.json()["detail"]
+
+
+def test_chunked_body_over_limit_is_cut_off(make_settings: Callable, db) -> None:
+    settings = make_settings(database_url=db.url, max_body_bytes=2048)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the body arrives chunked
+        for _ in range(8):
+            yield b"y" * 1024
+
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/auth/login",
+            content=chunks(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert response.status_code == 413
 
 
 def test_docs_pages_reference_only_local_assets(client: TestClient) -> None:

@@ -94,3 +94,32 @@ def test_a_failing_smtp_server_does_not_raise(make_settings: Callable[..., Setti
     mailer = Mailer(settings)
     assert mailer.send(to="c@example.org", subject="s", body="b").result(30) is None
     mailer.close()
+
+
+def test_mail_queued_on_a_session_goes_out_only_if_it_commits(
+    make_settings: Callable[..., Settings], db
+) -> None:
+    settings = make_settings(database_url=db.url)
+    mailer = Mailer(settings)
+    with db.session() as session:
+        mailer.send_on_commit(session, to="a@example.org", subject="kept", body="x")
+        session.rollback()
+        mailer.send_on_commit(session, to="b@example.org", subject="sent", body="y")
+        assert not outbox_dir(settings).exists()  # nothing before the commit
+        session.commit()
+    mailer.close()
+    subjects = [
+        email.message_from_bytes(p.read_bytes())["Subject"]
+        for p in outbox_dir(settings).glob("*.eml")
+    ]
+    assert subjects == ["sent"]
+
+
+def test_links_stay_readable_in_eml_files(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    mailer = Mailer(settings)
+    link = "http://testserver/page/verify?token=" + "A" * 80
+    mailer.send(to="a@example.org", subject="s", body=f"Open {link} to verify.").result(10)
+    mailer.close()
+    (eml,) = outbox_dir(settings).glob("*.eml")
+    assert link in eml.read_text()

@@ -6,8 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zerospeech_api import __version__
 from zerospeech_api.accounts import pages as account_pages
@@ -16,7 +19,7 @@ from zerospeech_api.benchmarks import router as benchmarks
 from zerospeech_api.db.engine import Database
 from zerospeech_api.deps import DatabaseDep, SettingsDep
 from zerospeech_api.docs import install_docs
-from zerospeech_api.errors import ERROR_RESPONSES, install_handlers
+from zerospeech_api.errors import ERROR_RESPONSES, DomainError
 from zerospeech_api.evaluation import router as evaluation
 from zerospeech_api.leaderboards import router as leaderboards
 from zerospeech_api.mail import Mailer
@@ -60,6 +63,44 @@ def submit_available(settings: SettingsDep) -> bool:
     return not settings.read_only
 
 
+def _format_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
+        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Render every error as `{"detail": str}`; never a traceback."""
+
+    @app.exception_handler(DomainError)
+    async def _domain(_request: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _format_validation(exc)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return JSONResponse(
+            {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error(
+            "unhandled %s on %s %s",
+            type(exc).__name__,
+            request.method,
+            request.url.path,
+            exc_info=exc,
+        )
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build a new app; nothing global is touched, so tests build as many as they like."""
     settings = settings or load_settings()
@@ -99,7 +140,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
 
     # Outermost first: the request id wraps everything, then the cheap refusals.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        upload_bytes=settings.max_request_bytes,
+    )
     app.add_middleware(ReadOnlyMiddleware, enabled=settings.read_only)
     app.add_middleware(RequestIdMiddleware)
     return app

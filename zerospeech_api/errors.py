@@ -1,15 +1,6 @@
-"""Domain exceptions (framework-free to raise) and the one handler that renders `{"detail"}`."""
+"""Domain exceptions, framework-free: services raise them, the app renders them as `{"detail"}`."""
 
 from __future__ import annotations
-
-import logging
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger("zerospeech_api.errors")
 
 
 class DomainError(Exception):
@@ -88,41 +79,3 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (429, "Too many requests"),
     )
 }
-
-
-def _format_validation(exc: RequestValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
-        parts.append(f"{location}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
-def install_handlers(app: FastAPI) -> None:
-    """Render every error as `{"detail": str}`; never a traceback."""
-
-    @app.exception_handler(DomainError)
-    async def _domain(_request: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _format_validation(exc)}, status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return JSONResponse(
-            {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error(
-            "unhandled %s on %s %s",
-            type(exc).__name__,
-            request.method,
-            request.url.path,
-            exc_info=exc,
-        )
-        return JSONResponse({"detail": "internal server error"}, status_code=500)

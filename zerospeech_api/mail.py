@@ -14,9 +14,14 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
 from zerospeech_api.settings import Settings
 
 log = logging.getLogger("zerospeech_api.mail")
+
+_PENDING = "zr_pending_mail"
 
 
 def outbox_dir(settings: Settings) -> Path:
@@ -37,13 +42,33 @@ class Mailer:
         message["Subject"] = subject
         message["Date"] = formatdate(localtime=False)
         message["Message-ID"] = make_msgid(domain="zerospeech-api")
-        message.set_content(body)
+        # 8bit keeps links readable in .eml files (quoted-printable would fold them with `=`).
+        message.set_content(body, cte="8bit")
         return message
 
     def send(self, *, to: str, subject: str, body: str) -> Future[None]:
         """Queue a message; returns a future the caller may ignore (tests wait on it)."""
         message = self.compose(to=to, subject=subject, body=body)
         return self._pool.submit(self._deliver, message)
+
+    def send_on_commit(self, session: Session, *, to: str, subject: str, body: str) -> None:
+        """Queue a message that goes out only if `session` commits (dropped on rollback), so
+        nobody is mailed a link to something that was never saved."""
+        pending: list[EmailMessage] | None = session.info.get(_PENDING)
+        if pending is None:
+            pending = session.info[_PENDING] = []
+            event.listen(session, "after_commit", self._send_pending)
+            event.listen(session, "after_rollback", self._drop_pending)
+        pending.append(self.compose(to=to, subject=subject, body=body))
+
+    def _send_pending(self, session: Session) -> None:
+        pending = session.info.get(_PENDING) or []
+        while pending:
+            self._pool.submit(self._deliver, pending.pop(0))
+
+    @staticmethod
+    def _drop_pending(session: Session) -> None:
+        (session.info.get(_PENDING) or []).clear()
 
     def _deliver(self, message: EmailMessage) -> None:
         try:

@@ -64,17 +64,26 @@ class BodyTooLarge(Exception):
     """Raised inside `receive` when a chunked body passes the limit."""
 
 
-class BodySizeLimitMiddleware:
-    """413 before reading when Content-Length is too big; cuts off chunked bodies past the limit."""
+# The only routes that take large bodies: `POST /submissions/{id}/content/add`.
+UPLOAD_PATH = re.compile(r"^/submissions/[^/]+/content/add$")
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class BodySizeLimitMiddleware:
+    """413 before reading when Content-Length is too big; cuts off chunked bodies past the limit.
+
+    Uploads may send `upload_bytes`; every other route `max_bytes` (forms and JSON are small).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_bytes: int) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.small = max_bytes
+        self.large = upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.large if UPLOAD_PATH.match(scope["path"]) else self.small
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             try:
@@ -82,11 +91,12 @@ class BodySizeLimitMiddleware:
             except ValueError:
                 await send_json(send, 400, "Content-Length is not a number")
                 return
-            if size > self.max_bytes:
-                await send_json(
-                    send, 413, f"request body too large: {size} bytes, limit {self.max_bytes}"
-                )
+            if size > limit:
+                await send_json(send, 413, f"request body too large: {size} bytes, limit {limit}")
                 return
+        elif limit == self.small and scope["method"] not in SAFE_METHODS:
+            await self._buffer_small_body(scope, receive, send, limit)
+            return
         seen = 0
         started = False
 
@@ -95,7 +105,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise BodyTooLarge
             return message
 
@@ -109,7 +119,31 @@ class BodySizeLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await send_json(send, 413, f"request body too large: limit {self.max_bytes} bytes")
+                await send_json(send, 413, f"request body too large: limit {limit} bytes")
+
+    async def _buffer_small_body(
+        self, scope: Scope, receive: Receive, send: Send, limit: int
+    ) -> None:
+        # A chunked body on a small route: read it here (it is small by definition) so that an
+        # oversized one gets its 413 before the app runs; frameworks turn errors raised while
+        # they parse a body into a generic 400.
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await send_json(send, 413, f"request body too large: limit {limit} bytes")
+                return
+            if not message.get("more_body", False):
+                break
+        replay: list[Message] = [{"type": "http.request", "body": bytes(body), "more_body": False}]
+
+        async def replay_receive() -> Message:
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replay_receive, send)
 
 
 class ReadOnlyMiddleware:

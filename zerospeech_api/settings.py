@@ -99,7 +99,10 @@ class Settings(BaseSettings):
 
     # --- uploads -------------------------------------------------------------------------
     max_request_bytes: int = Field(
-        520_000_000, ge=1024, description="Largest request body accepted (one 500 MB part)."
+        520_000_000, ge=1024, description="Largest upload request body (one 500 MB part)."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body of every route but uploads."
     )
     default_max_archive_bytes: int = Field(
         50_000_000_000, ge=1024, description="Archive size limit for benchmarks without one."

@@ -206,8 +206,11 @@ def send_verification(*, session: Session, settings: Settings, mailer: Mailer, u
         .get_template("verify.txt")
         .render(user=user, link=_link(settings, "verify", token), hours=hours, settings=settings)
     )
-    mailer.send(
-        to=user.email, subject=f"{settings.app_name}: verify your e-mail address", body=body
+    mailer.send_on_commit(
+        session,
+        to=user.email,
+        subject=f"{settings.app_name}: verify your e-mail address",
+        body=body,
     )
 
 
@@ -359,7 +362,9 @@ def request_password_reset(
         .get_template("reset.txt")
         .render(user=user, link=_link(settings, "reset", token), minutes=minutes, settings=settings)
     )
-    mailer.send(to=user.email, subject=f"{settings.app_name}: reset your password", body=body)
+    mailer.send_on_commit(
+        session, to=user.email, subject=f"{settings.app_name}: reset your password", body=body
+    )
 
 
 def reset_password(*, db: Database, settings: Settings, token: str, password: str) -> User:
