@@ -246,6 +246,25 @@ def test_systemd_unit_is_accepted_by_systemd_analyze(built: Built, tmp_path: Pat
     assert "zerospeech-api.service" not in result.stderr, result.stderr
 
 
+@pytest.mark.postgres
+def test_the_pyz_runs_on_postgresql(built: Built, tmp_path: Path, postgres_cluster: Any) -> None:
+    """psycopg (binary) is inside the pyz: init, check and backup against a real server."""
+    url = postgres_cluster.create_database(f"zr_pyz_{secrets.token_hex(4)}")
+    env_file = write_env(
+        tmp_path / "pg.env", {"ZR_DATA_DIR": str(tmp_path / "data"), "ZR_DATABASE_URL": url}
+    )
+    env = pyz_env(tmp_path / "shiv")
+    for command in ("init", "check"):
+        result = run_pyz(built.pyz, "--env-file", str(env_file), command, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert "postgresql+psycopg://postgres@127.0.0.1" in result.stdout
+    backup = run_pyz(
+        built.pyz, "--env-file", str(env_file), "backup", str(tmp_path / "b"), cwd=tmp_path,
+        env=env,
+    )  # fmt: skip
+    assert backup.returncode == 1 and "pg_dump" in backup.stderr
+
+
 # --- the running appliance ----------------------------------------------------------------------
 @dataclass
 class Appliance:
