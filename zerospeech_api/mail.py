@@ -15,7 +15,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from zerospeech_api.settings import Settings
 
@@ -54,11 +54,13 @@ class Mailer:
     def send_on_commit(self, session: Session, *, to: str, subject: str, body: str) -> None:
         """Queue a message that goes out only if `session` commits (dropped on rollback), so
         nobody is mailed a link to something that was never saved."""
+        if not session.in_transaction():
+            session.begin()  # bind the message to a transaction (no connection is taken yet)
         pending: list[EmailMessage] | None = session.info.get(_PENDING)
         if pending is None:
             pending = session.info[_PENDING] = []
             event.listen(session, "after_commit", self._send_pending)
-            event.listen(session, "after_rollback", self._drop_pending)
+            event.listen(session, "after_soft_rollback", self._drop_pending)
         pending.append(self.compose(to=to, subject=subject, body=body))
 
     def _send_pending(self, session: Session) -> None:
@@ -67,8 +69,10 @@ class Mailer:
             self._pool.submit(self._deliver, pending.pop(0))
 
     @staticmethod
-    def _drop_pending(session: Session) -> None:
-        (session.info.get(_PENDING) or []).clear()
+    def _drop_pending(session: Session, previous_transaction: SessionTransaction) -> None:
+        # Any rollback of the outer transaction, even before SQL ran; not a savepoint's.
+        if not previous_transaction.nested:
+            (session.info.get(_PENDING) or []).clear()
 
     def _deliver(self, message: EmailMessage) -> None:
         try:
