@@ -44,7 +44,13 @@ def get_session(request: Request) -> Iterator[Session]:
             raise
 
 
+def get_client_address(request: Request) -> str | None:
+    """The caller's address (gunicorn's forwarded_allow_ips makes it the real one behind nginx)."""
+    return request.client.host if request.client else None
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ClientAddressDep = Annotated[str | None, Depends(get_client_address)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]

@@ -237,7 +237,11 @@ def test_reset_request_for_unknown_address_sends_nothing(
 ) -> None:
     with db.transaction() as session:
         service.request_password_reset(
-            session=session, settings=settings, mailer=mailer, email="nobody@example.org"
+            session=session,
+            settings=settings,
+            mailer=mailer,
+            email="nobody@example.org",
+            client_address="127.0.0.1",
         )
     assert _flush_mail(mailer, settings) == []
 
@@ -249,7 +253,11 @@ def test_reset_sets_the_password_once_verifies_and_ends_every_session(
     with db.transaction() as session:
         open_session(session=session, settings=settings, user=session.merge(user))
         service.request_password_reset(
-            session=session, settings=settings, mailer=mailer, email="EVE@example.org"
+            session=session,
+            settings=settings,
+            mailer=mailer,
+            email="EVE@example.org",
+            client_address="127.0.0.1",
         )
     [mail] = _flush_mail(mailer, settings)
     token = mail.token("reset")

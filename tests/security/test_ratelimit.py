@@ -110,3 +110,32 @@ def test_unknown_accounts_are_keyed_by_the_name_tried() -> None:
     assert ratelimit.account_key(user_id=7, identifier="Ada") == "account:7"
     assert ratelimit.account_key(user_id=None, identifier=" Ada@X.org ") == "account:?ada@x.org"
     assert len(ratelimit.account_key(user_id=None, identifier="x" * 1000)) == 300
+
+
+def test_mail_requests_are_throttled_per_email_and_per_client(client) -> None:
+    from zerospeech_api.security.ratelimit import (
+        MAIL_FROM_CLIENT_THROTTLED,
+        MAIL_PER_CLIENT,
+        MAIL_PER_EMAIL,
+        MAIL_TO_EMAIL_THROTTLED,
+    )
+
+    # Unknown addresses count like real ones, so a 429 says nothing about accounts.
+    for _ in range(MAIL_PER_EMAIL):
+        assert (
+            client.post("/auth/password/reset", json={"email": "x@example.org"}).status_code == 200
+        )
+    refused = client.post("/auth/verify/resend", json={"email": "X@example.org"})
+    assert refused.status_code == 429
+    assert refused.json()["detail"].startswith(MAIL_TO_EMAIL_THROTTLED)
+    assert int(refused.headers["Retry-After"]) > 0
+    sent = MAIL_PER_EMAIL
+    n = 0
+    while sent < MAIL_PER_CLIENT:
+        n += 1
+        response = client.post("/auth/password/reset", json={"email": f"other{n}@example.org"})
+        assert response.status_code == 200
+        sent += 1
+    refused = client.post("/auth/password/reset", json={"email": "fresh@example.org"})
+    assert refused.status_code == 429
+    assert refused.json()["detail"].startswith(MAIL_FROM_CLIENT_THROTTLED)

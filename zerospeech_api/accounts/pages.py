@@ -22,7 +22,7 @@ from zerospeech_api.accounts.schemas import (
     EmailRequest,
     SignupRequest,
 )
-from zerospeech_api.deps import DatabaseDep, SessionDep, SettingsDep
+from zerospeech_api.deps import ClientAddressDep, DatabaseDep, SessionDep, SettingsDep
 from zerospeech_api.errors import READ_ONLY_DETAIL, DomainError
 from zerospeech_api.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
@@ -168,7 +168,11 @@ def verify(
 
 @router.post("/verify/resend")
 def verify_resend(
-    request: Request, session: SessionDep, settings: SettingsDep, email: Field = ""
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    address: ClientAddressDep,
+    email: Field = "",
 ) -> HTMLResponse:
     try:
         data = EmailRequest(email=email)
@@ -181,7 +185,11 @@ def verify_resend(
             status_code=400,
         )
     service.resend_verification(
-        session=session, settings=settings, mailer=request.app.state.mailer, email=data.email
+        session=session,
+        settings=settings,
+        mailer=request.app.state.mailer,
+        email=data.email,
+        client_address=address,
     )
     return message(request, title="Check your mail", text=service.VERIFY_SENT, success=True)
 
@@ -196,7 +204,11 @@ def reset_form(request: Request, token: str = "") -> HTMLResponse:
 
 @router.post("/reset/request")
 def reset_request(
-    request: Request, session: SessionDep, settings: SettingsDep, email: Field = ""
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    address: ClientAddressDep,
+    email: Field = "",
 ) -> HTMLResponse:
     try:
         data = EmailRequest(email=email)
@@ -209,7 +221,11 @@ def reset_request(
             status_code=400,
         )
     service.request_password_reset(
-        session=session, settings=settings, mailer=request.app.state.mailer, email=data.email
+        session=session,
+        settings=settings,
+        mailer=request.app.state.mailer,
+        email=data.email,
+        client_address=address,
     )
     return message(request, title="Check your mail", text=service.RESET_SENT, success=True)
 

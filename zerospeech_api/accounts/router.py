@@ -21,6 +21,7 @@ from zerospeech_api.accounts.schemas import (
 )
 from zerospeech_api.deps import (
     CallerDep,
+    ClientAddressDep,
     DatabaseDep,
     PathUser,
     SessionDep,
@@ -31,11 +32,6 @@ from zerospeech_api.errors import BadRequest
 from zerospeech_api.mail import Mailer
 
 router = APIRouter(tags=["accounts"])
-
-
-def client_address(request: Request) -> str | None:
-    """The caller's address (gunicorn's forwarded_allow_ips makes it the real one behind nginx)."""
-    return request.client.host if request.client else None
 
 
 def mailer(request: Request) -> Mailer:
@@ -65,18 +61,29 @@ def verify(body: VerifyRequest, session: SessionDep) -> Message:
 
 @router.post("/auth/verify/resend")
 def resend_verification(
-    body: EmailRequest, request: Request, session: SessionDep, settings: SettingsDep
+    body: EmailRequest,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    address: ClientAddressDep,
 ) -> Message:
     """Mail a new verification link; the answer is the same whether or not the account exists."""
     service.resend_verification(
-        session=session, settings=settings, mailer=mailer(request), email=body.email
+        session=session,
+        settings=settings,
+        mailer=mailer(request),
+        email=body.email,
+        client_address=address,
     )
     return Message(message=service.VERIFY_SENT)
 
 
 @router.post("/auth/login")
 def login(
-    form: Annotated[LoginForm, Form()], request: Request, db: DatabaseDep, settings: SettingsDep
+    form: Annotated[LoginForm, Form()],
+    db: DatabaseDep,
+    settings: SettingsDep,
+    address: ClientAddressDep,
 ) -> LoginResponse:
     """OAuth2 password login (the zrc client's form): `username` may be a username or an e-mail.
 
@@ -87,7 +94,7 @@ def login(
         settings=settings,
         identifier=form.username,
         password=form.password,
-        client_address=client_address(request),
+        client_address=address,
     )
     return LoginResponse.build(
         username=result.username, token=result.token, expires_at=result.expires_at
@@ -103,11 +110,19 @@ def logout(caller: CallerDep, session: SessionDep) -> Message:
 
 @router.post("/auth/password/reset")
 def request_password_reset(
-    body: EmailRequest, request: Request, session: SessionDep, settings: SettingsDep
+    body: EmailRequest,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    address: ClientAddressDep,
 ) -> Message:
     """Mail a password reset link; the answer never reveals whether the account exists."""
     service.request_password_reset(
-        session=session, settings=settings, mailer=mailer(request), email=body.email
+        session=session,
+        settings=settings,
+        mailer=mailer(request),
+        email=body.email,
+        client_address=address,
     )
     return Message(message=service.RESET_SENT)
 
@@ -119,6 +134,7 @@ def update_password(
     db: DatabaseDep,
     settings: SettingsDep,
     bearer: TokenDep,
+    address: ClientAddressDep,
 ) -> Message:
     """Set a new password with `token` from a reset mail, or with a bearer token and
     `old_password`. Either way every session of the user ends."""
@@ -131,7 +147,7 @@ def update_password(
             bearer=bearer,
             old_password=body.old_password,
             password=body.password,
-            client_address=client_address(request),
+            client_address=address,
         )
     else:
         raise BadRequest(service.PASSWORD_UPDATE_NEEDS)

@@ -214,10 +214,25 @@ def send_verification(*, session: Session, settings: Settings, mailer: Mailer, u
     )
 
 
+def _throttle_mail(
+    *, session: Session, settings: Settings, email: str, client_address: str | None
+) -> None:
+    """429 past the mail limits, else count this request (whether the account exists or not)."""
+    limits = ratelimit.mail_limits(email=email, address=client_address)
+    ratelimit.ensure_allowed(session=session, settings=settings, limits=limits)
+    ratelimit.record_failure(session=session, settings=settings, limits=limits)
+
+
 def resend_verification(
-    *, session: Session, settings: Settings, mailer: Mailer, email: str
+    *,
+    session: Session,
+    settings: Settings,
+    mailer: Mailer,
+    email: str,
+    client_address: str | None,
 ) -> None:
     """Mail a new verification link if an unverified account has this address; says nothing."""
+    _throttle_mail(session=session, settings=settings, email=email, client_address=client_address)
     user = find_user(session=session, identifier=email)
     if user is not None and user.active and not user.verified:
         send_verification(session=session, settings=settings, mailer=mailer, user=user)
@@ -344,9 +359,15 @@ def logout(*, session: Session, jti: str) -> None:
 
 
 def request_password_reset(
-    *, session: Session, settings: Settings, mailer: Mailer, email: str
+    *,
+    session: Session,
+    settings: Settings,
+    mailer: Mailer,
+    email: str,
+    client_address: str | None,
 ) -> None:
     """Mail a reset link if an active account has this address; the caller learns nothing."""
+    _throttle_mail(session=session, settings=settings, email=email, client_address=client_address)
     user = find_user(session=session, identifier=email)
     if user is None or not user.active:
         return

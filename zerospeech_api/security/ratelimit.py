@@ -22,6 +22,13 @@ from zerospeech_api.settings import Settings
 ACCOUNT_LOCKED = "too many failed logins for this account"
 ADDRESS_LOCKED = "too many failed logins from your address"
 MAX_KEY_LENGTH = 300  # login_failures.key
+# Mail-sending requests (reset, resend verification) count in the same table, under their own
+# keys: a few per e-mail address and per client within the login window, so nobody can flood
+# an inbox. Unknown addresses count alike: a refusal reveals nothing.
+MAIL_PER_EMAIL = 3
+MAIL_PER_CLIENT = 10
+MAIL_TO_EMAIL_THROTTLED = "too many mails requested for this e-mail address"
+MAIL_FROM_CLIENT_THROTTLED = "too many mails requested from your address"
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,22 @@ def login_limits(*, settings: Settings, account: str, address: str | None) -> li
     return [
         Limit(account, settings.login_max_failures_account, ACCOUNT_LOCKED),
         Limit(address_key(address), settings.login_max_failures_address, ADDRESS_LOCKED),
+    ]
+
+
+def mail_limits(*, email: str, address: str | None) -> list[Limit]:
+    """The two limits a request that sends mail is subject to."""
+    return [
+        Limit(
+            f"mail:{email.strip().lower()}"[:MAX_KEY_LENGTH],
+            MAIL_PER_EMAIL,
+            MAIL_TO_EMAIL_THROTTLED,
+        ),
+        Limit(
+            f"mail-from:{address or 'unknown'}"[:MAX_KEY_LENGTH],
+            MAIL_PER_CLIENT,
+            MAIL_FROM_CLIENT_THROTTLED,
+        ),
     ]
 
 
