@@ -35,3 +35,16 @@ def test_records_get_request_id_and_are_redacted() -> None:
     line = RedactingFormatter("%(request_id)s %(message)s").format(record)
     assert line.startswith("rid-42 ")
     assert JWT not in line
+
+
+def test_exception_text_is_redacted_too() -> None:
+    try:
+        raise ValueError(f"could not use Bearer {JWT}")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    ContextFilter().filter(record)
+    line = RedactingFormatter("%(message)s").format(record)
+    assert "Traceback" in line and "ValueError" in line
+    assert JWT not in line
