@@ -707,6 +707,32 @@ def test_docs_render_in_chromium_with_the_network_cut_off(
     assert any(u.startswith(f"{appliance.url}/static/docs/") for u in urls)
 
 
+def test_a_new_pyz_is_picked_up_by_ctl_restart(appliance: Appliance, tmp_path: Path) -> None:
+    """Upgrade: replace the file atomically, `ctl restart api`: the new master runs the new build
+    (its own extraction); the old build stays extracted for the processes still using it."""
+    new_id = hashlib.sha256(b"the next release").hexdigest()
+    staged = appliance.pyz.with_name(".staged.pyz")
+    data = appliance.pyz.read_bytes()
+    with zipfile.ZipFile(appliance.pyz) as source, open(staged, "wb") as handle:
+        handle.write(data[: data.index(b"\n") + 1])  # the shebang
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as target:
+            for info in source.infolist():
+                content = source.read(info)
+                if info.filename == "environment.json":
+                    environment = json.loads(content)
+                    old_id, environment["build_id"] = environment["build_id"], new_id
+                    content = json.dumps(environment).encode()
+                target.writestr(info, content)
+    os.replace(staged, appliance.pyz)
+    master = appliance.pid("api")
+    appliance.cli("ctl", "restart", "api")
+    new_master = wait_for(lambda: appliance.pid("api") not in (0, master) and appliance.pid("api"))
+    wait_until_responds(f"{appliance.url}/health", timeout=60)
+    maps = Path(f"/proc/{new_master}/maps").read_text()
+    assert f"_{new_id}/site-packages" in maps and f"_{old_id}/" not in maps
+    assert f"(build {new_id[:12]})" in appliance.cli("version")
+
+
 def test_backup_and_cleanup_from_the_pyz_while_it_runs(
     appliance: Appliance, tmp_path: Path
 ) -> None:
@@ -715,5 +741,6 @@ def test_backup_and_cleanup_from_the_pyz_while_it_runs(
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["database"]["copied"] and "integrity ok" in out
     assert any(f["path"].startswith("logs/") for f in manifest["files"])
+    # The running build is kept, and so is an older one while a process still uses it.
     listing = appliance.cli("cleanup-extractions", "--dry-run")
     assert "kept (running build)" in listing and "would remove" not in listing
