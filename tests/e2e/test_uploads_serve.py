@@ -157,7 +157,8 @@ def assert_uploaded(site: Site, zrc: ZrcDriver) -> None:
     sid = zrc.state.submission_id
     assert sid is not None
     assert md5_file(storage.archive_path(site.settings, sid)) == zrc.state.archive_hash
-    assert not storage.parts_dir(site.settings, sid).exists()
+    # The parts go right after the status commits (kept until then for crash recovery).
+    wait_for(lambda: not storage.parts_dir(site.settings, sid).exists())
 
 
 def test_contract_sequence_multipart_with_login_and_profile(site: Site) -> None:

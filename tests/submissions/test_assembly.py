@@ -119,11 +119,14 @@ def test_recovery_rejoins_and_cleans_up(db: Database, settings: Settings) -> Non
     # Leftovers of a dead process: an orphan folder and stale temp files.
     orphan = storage.submission_dir(settings, "20200101-deadbeefdeadbeef")
     (orphan / "parts").mkdir(parents=True)
+    fresh_orphan = storage.submission_dir(settings, "20200101-justcreatedrownext")
+    fresh_orphan.mkdir()  # someone writes files before committing the row: left alone
     tmp = storage.tmp_dir(settings)
     stale = tmp / "join-x-1.tmp"
     stale.write_bytes(b"half an archive")
     old = time.time() - 3600
     os.utime(stale, (old, old))
+    os.utime(orphan, (old, old))
     young = tmp / "upload-x-2.tmp"
     young.write_bytes(b"just created")
     live = tmp / "upload-x-3.tmp"
@@ -142,4 +145,5 @@ def test_recovery_rejoins_and_cleans_up(db: Database, settings: Settings) -> Non
     assert storage.archive_path(settings, due).read_bytes() == archive
     assert status_of(db, waiting) == "uploading"
     assert not orphan.exists()
+    assert fresh_orphan.exists()
     assert sorted(p.name for p in tmp.iterdir()) == sorted([young.name, live.name, foreign.name])

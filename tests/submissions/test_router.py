@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from tests.helpers.builders import bearer, make_user
 from tests.helpers.zrc import ZrcDriver, ZrcError, make_archive
+from tests.submissions.test_uploads import store
 from zerospeech_api.db.engine import Database
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage, uploads
@@ -166,3 +167,19 @@ def test_declared_length_beyond_the_part_is_refused_before_reading(
     assert caught.value.detail == uploads.DECLARED_TOO_BIG.format(
         length=caught.value.detail.split()[1], name=part["filename"], size=part["filesize"]
     )
+
+
+def test_sending_a_part_again_finishes_an_interrupted_join(
+    client: TestClient, db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    zrc = driver(client, db, settings, tmp_path)
+    zrc.create_model()
+    zrc.prepare(make_archive(tmp_path / "sub.zip", payload_bytes=100_000), multipart=True)
+    sid = zrc.create_submission("test-challenge")["submission_id"]
+    folder = Path(zrc.state.parts_dir)
+    for part in zrc.state.index:  # acknowledged, but the join never ran (a crash)
+        store(db, settings, sid, part["filename"], (folder / part["filename"]).read_bytes())
+    assert zrc.status() == "uploading"
+    first = zrc.state.index[0]["filename"]
+    assert zrc.send(first, folder / first) == {"completed": True, "remaining": []}
+    assert zrc.wait_status("uploaded") == "uploaded"

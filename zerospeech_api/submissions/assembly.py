@@ -43,6 +43,9 @@ log = logging.getLogger("zerospeech_api.submissions.assembly")
 JOIN_PREFIX = "join-"
 COPY_CHUNK = 4 << 20
 STALE_TMP_SECONDS = 60  # temp files of live processes are locked; this only covers creation
+# A folder without a row is removed only when untouched for this long: whoever writes files
+# before committing the row (or is about to) is never raced.
+ORPHAN_MIN_AGE_SECONDS = 600
 MD5_MISMATCH = "the joined archive's MD5 is {got}, the submission announced {want}"
 PART_LOST = "part {name} was recorded but its file is missing: send it again"
 
@@ -227,12 +230,19 @@ def sweep_tmp(settings: Settings, *, min_age: float = STALE_TMP_SECONDS) -> int:
     return removed
 
 
-def sweep_orphans(*, settings: Settings, db: Database) -> list[str]:
-    """Remove folders of submissions that no longer exist (deleted, crash before cleanup)."""
+def sweep_orphans(
+    *, settings: Settings, db: Database, min_age: float = ORPHAN_MIN_AGE_SECONDS
+) -> list[str]:
+    """Remove old folders of submissions that no longer exist (deleted, crash before cleanup)."""
     root = storage.submissions_root(settings)
     if not root.is_dir():
         return []
-    names = [p.name for p in root.iterdir() if p.is_dir()]
+    now = time.time()
+    names = []
+    for path in root.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_dir() and now - path.stat().st_mtime >= min_age:
+                names.append(path.name)
     if not names:
         return []
     with db.session(read_only=True) as session:
