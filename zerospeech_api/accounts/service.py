@@ -192,25 +192,41 @@ def _new_token(
     return token
 
 
+def _mail_link(
+    *,
+    session: Session,
+    settings: Settings,
+    mailer: Mailer,
+    user: User,
+    purpose: TokenPurpose,
+    lifetime: dt.timedelta,
+    subject: str,
+    **context: object,
+) -> None:
+    """Store a one-time token and mail its /page/<purpose> link (sent when the session commits)."""
+    token = _new_token(session=session, user=user, purpose=purpose, lifetime=lifetime)
+    body = (
+        _mail_templates()
+        .get_template(f"{purpose}.txt")
+        .render(user=user, link=_link(settings, purpose, token), settings=settings, **context)
+    )
+    mailer.send_on_commit(
+        session, to=user.email, subject=f"{settings.app_name}: {subject}", body=body
+    )
+
+
 def send_verification(*, session: Session, settings: Settings, mailer: Mailer, user: User) -> None:
     """Store a fresh verification token and mail its link."""
     hours = settings.verify_token_hours
-    token = _new_token(
+    _mail_link(
         session=session,
+        settings=settings,
+        mailer=mailer,
         user=user,
         purpose=TokenPurpose.VERIFY,
         lifetime=dt.timedelta(hours=hours),
-    )
-    body = (
-        _mail_templates()
-        .get_template("verify.txt")
-        .render(user=user, link=_link(settings, "verify", token), hours=hours, settings=settings)
-    )
-    mailer.send_on_commit(
-        session,
-        to=user.email,
-        subject=f"{settings.app_name}: verify your e-mail address",
-        body=body,
+        subject="verify your e-mail address",
+        hours=hours,
     )
 
 
@@ -372,19 +388,15 @@ def request_password_reset(
     if user is None or not user.active:
         return
     minutes = settings.reset_token_minutes
-    token = _new_token(
+    _mail_link(
         session=session,
+        settings=settings,
+        mailer=mailer,
         user=user,
         purpose=TokenPurpose.RESET,
         lifetime=dt.timedelta(minutes=minutes),
-    )
-    body = (
-        _mail_templates()
-        .get_template("reset.txt")
-        .render(user=user, link=_link(settings, "reset", token), minutes=minutes, settings=settings)
-    )
-    mailer.send_on_commit(
-        session, to=user.email, subject=f"{settings.app_name}: reset your password", body=body
+        subject="reset your password",
+        minutes=minutes,
     )
 
 
