@@ -22,6 +22,7 @@ from zerospeech_api.cli.context import CliContext
 def main(ctx: click.Context, env_file: str | None) -> None:
     """ZeroSpeech challenge backend: run the API, the worker, and administer the platform."""
     ctx.obj = CliContext(env_file=env_file)
+    ctx.call_on_close(ctx.obj.close)
 
 
 @main.command()

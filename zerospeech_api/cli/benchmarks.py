@@ -11,8 +11,7 @@ import click
 from zerospeech_api.benchmarks import service
 from zerospeech_api.bootstrap import SCORES_EVALUATOR
 from zerospeech_api.cli.context import CliContext, pass_ctx
-from zerospeech_api.cli.leaderboards import dispose_on_close, domain_errors
-from zerospeech_api.cli.output import fail, fields, table
+from zerospeech_api.cli.output import domain_errors, fail, fields, table
 from zerospeech_api.db.tables import Benchmark
 from zerospeech_api.settings import Settings
 
@@ -54,10 +53,8 @@ def _size(value: int | None) -> str:
 
 
 @click.group(name="benchmarks")
-@click.pass_context
-def group(click_ctx: click.Context) -> None:
+def group() -> None:
     """Manage benchmarks (what participants submit to)."""
-    dispose_on_close(click_ctx)
 
 
 @group.command()

@@ -34,5 +34,10 @@ class CliContext:
         upgrade(db.engine)
         return db
 
+    def close(self) -> None:
+        """Release the database pool if a command opened it (the root group calls this)."""
+        if "db" in vars(self):
+            self.db.dispose()
+
 
 pass_ctx = click.make_pass_decorator(CliContext)

@@ -9,7 +9,6 @@ import click
 from sqlalchemy import func, select
 
 from zerospeech_api.cli.context import CliContext, pass_ctx
-from zerospeech_api.cli.leaderboards import dispose_on_close
 from zerospeech_api.cli.output import fail, fields, table
 from zerospeech_api.db.tables import Benchmark, Evaluator, EvaluatorKind
 
@@ -17,10 +16,8 @@ NAME_OK = "letters, digits, '_', '.', '-' (1 to 64)"
 
 
 @click.group(name="evaluators")
-@click.pass_context
-def group(click_ctx: click.Context) -> None:
+def group() -> None:
     """Manage evaluators (how a benchmark's submissions are checked)."""
-    dispose_on_close(click_ctx)
 
 
 @group.command()

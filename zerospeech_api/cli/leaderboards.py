@@ -13,18 +13,8 @@ from pathlib import Path
 import click
 
 from zerospeech_api.cli.context import CliContext, pass_ctx
-from zerospeech_api.cli.output import fail, fields, table
-from zerospeech_api.errors import DomainError
+from zerospeech_api.cli.output import domain_errors, fields, table
 from zerospeech_api.leaderboards import service
-
-
-@contextmanager
-def domain_errors() -> Iterator[None]:
-    """Service errors become `error: ...` and exit status 1."""
-    try:
-        yield
-    except DomainError as exc:
-        fail(exc.detail)
 
 
 @contextmanager
@@ -50,22 +40,9 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def dispose_on_close(click_ctx: click.Context) -> None:
-    """Close the database pool when the command ends (matters when invoked in-process)."""
-
-    def _dispose() -> None:
-        obj = click_ctx.find_object(CliContext)
-        if obj is not None and "db" in vars(obj):
-            obj.db.dispose()
-
-    click_ctx.call_on_close(_dispose)
-
-
 @click.group(name="leaderboards")
-@click.pass_context
-def group(click_ctx: click.Context) -> None:
+def group() -> None:
     """Manage leaderboards."""
-    dispose_on_close(click_ctx)
 
 
 @group.command()

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import NoReturn
 
 import click
+
+from zerospeech_api.errors import DomainError
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print `error: message` to stderr and exit non-zero."""
     click.echo(f"error: {message}", err=True)
     raise SystemExit(code)
+
+
+@contextmanager
+def domain_errors() -> Iterator[None]:
+    """Service errors (the API's 4xx) become `error: ...` and exit status 1."""
+    try:
+        yield
+    except DomainError as exc:
+        fail(exc.detail)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:

@@ -6,8 +6,7 @@ import click
 from sqlalchemy import select
 
 from zerospeech_api.cli.context import CliContext, pass_ctx
-from zerospeech_api.cli.leaderboards import dispose_on_close, domain_errors
-from zerospeech_api.cli.output import fail, fields, table
+from zerospeech_api.cli.output import domain_errors, fail, fields, table
 from zerospeech_api.db.tables import SubmissionEvent, SubmissionStatus, User
 from zerospeech_api.submissions import service
 from zerospeech_api.submissions.assembly import join_submission
@@ -16,10 +15,8 @@ STATUSES = [str(s) for s in SubmissionStatus]
 
 
 @click.group(name="submissions")
-@click.pass_context
-def group(click_ctx: click.Context) -> None:
+def group() -> None:
     """Manage submissions (find, inspect, unstick, delete)."""
-    dispose_on_close(click_ctx)
 
 
 @group.command(name="list")

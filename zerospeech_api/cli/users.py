@@ -18,9 +18,8 @@ from zerospeech_api.accounts import service
 from zerospeech_api.accounts.schemas import Password, SignupRequest
 from zerospeech_api.accounts.sessions import open_session_count
 from zerospeech_api.cli.context import CliContext, pass_ctx
-from zerospeech_api.cli.output import fail, fields, table
+from zerospeech_api.cli.output import domain_errors, fail, fields, table
 from zerospeech_api.db.tables import User
-from zerospeech_api.errors import DomainError
 
 EMPTY_STDIN = "no password on stdin"
 PASSWORDS_DIFFER = "the two passwords differ"
@@ -35,12 +34,11 @@ def _validation_text(exc: ValidationError) -> str:
 @contextmanager
 def _errors_to_exit() -> Iterator[None]:
     """Domain and validation errors become `error: ...` on stderr and exit status 1."""
-    try:
-        yield
-    except DomainError as exc:
-        fail(exc.detail)
-    except ValidationError as exc:
-        fail(_validation_text(exc))
+    with domain_errors():
+        try:
+            yield
+        except ValidationError as exc:
+            fail(_validation_text(exc))
 
 
 def _read_password(from_stdin: bool) -> str:
