@@ -114,3 +114,26 @@ def test_validation_errors_are_400_with_a_string_detail(make_settings: Callable,
     assert response.status_code == 400
     assert isinstance(response.json()["detail"], str)
     assert "n" in response.json()["detail"]
+
+
+def test_openapi_documents_every_operation_with_its_errors(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec.get("components", {}).get("schemas", {})
+    operations = [
+        (method.upper(), path, operation)
+        for path, methods in spec["paths"].items()
+        for method, operation in methods.items()
+    ]
+    assert len(operations) > 30
+    undocumented = []
+    for method, path, operation in operations:
+        responses = operation["responses"]
+        assert "422" not in responses, (method, path)  # validation errors answer 400
+        assert "200" in responses, (method, path)
+        if not operation.get("description") and not operation.get("summary"):
+            undocumented.append(f"{method} {path}")
+        if path not in ("/", "/health", "/_private/submit-available"):
+            assert "400" in responses, (method, path)
+            error = responses["400"]["content"]["application/json"]["schema"]
+            assert error["required"] == ["detail"], (method, path)
+    assert undocumented == []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -20,8 +23,33 @@ DOCS_CSP = (
 )
 
 
+def _openapi_with_our_errors(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI documents validation errors as 422; this app answers them with 400 and
+    `{"detail": str}` (declared on every router), so the 422 entries and schemas go."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
+
+
 def install_docs(app: FastAPI) -> None:
     """Mount the Swagger UI and ReDoc assets and the two pages (app created with docs off)."""
+    app.openapi = _openapi_with_our_errors(app)  # type: ignore[method-assign]
     app.mount(ASSETS_PREFIX, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
     title = f"{app.title} - API documentation"
 
