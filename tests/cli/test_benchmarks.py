@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
+import functools
 
 import pytest
-from click.testing import CliRunner, Result
 
 from zerospeech_api.benchmarks import service
-from zerospeech_api.cli import main
 from zerospeech_api.db.engine import Database
-from zerospeech_api.settings import Settings
 
 
 @pytest.fixture
-def cli(settings: Settings, db: Database, tmp_path: Path):
-    env_file = tmp_path / "cli.env"
-    env_file.write_text(
-        f"ZR_DATA_DIR={settings.data_dir}\n"
-        f"ZR_DATABASE_URL={settings.database}\n"
-        f"ZR_SECRET_KEY={settings.secret_key.get_secret_value()}\n"
-        "ZR_DEFAULT_MAX_ARCHIVE_BYTES=7000000\n"
-    )
+def cli_env_extra() -> dict[str, str]:
+    return {"ZR_DEFAULT_MAX_ARCHIVE_BYTES": "7000000"}
 
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(main, ["--env-file", str(env_file), "benchmarks", *args])
 
-    return invoke
+@pytest.fixture
+def cli(run_cli):
+    return functools.partial(run_cli, "benchmarks")
 
 
 def test_create_with_every_option_then_list_and_show(cli, db: Database) -> None:

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from click.testing import CliRunner
 
 from tests.helpers.evaluation import make_benchmark
-from zerospeech_api.cli import main
 
 
 @pytest.fixture
-def cli(settings, db, tmp_path: Path):
-    env_file = tmp_path / "cli.env"
-    env_file.write_text(
-        f"ZR_DATA_DIR={settings.data_dir}\n"
-        f"ZR_DATABASE_URL={settings.database}\n"
-        f"ZR_SECRET_KEY={settings.secret_key.get_secret_value()}\n"
-    )
-
-    def invoke(*args: str):
-        return CliRunner().invoke(main, ["--env-file", str(env_file), *args])
-
-    return invoke
+def cli(run_cli):
+    return run_cli
 
 
 def test_create_list_show(cli, db) -> None:

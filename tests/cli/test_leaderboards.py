@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from tests.helpers.builders import make_user
 from tests.helpers.evaluation import (
@@ -18,25 +17,14 @@ from tests.helpers.evaluation import (
     submission_files,
     zip_bytes,
 )
-from zerospeech_api.cli import main
 from zerospeech_api.evaluation.worker import Worker
 
 HISTORIC = Path(__file__).parents[1] / "leaderboards" / "data" / "slm21-historic.json"
 
 
 @pytest.fixture
-def cli(settings, db, tmp_path: Path):
-    env_file = tmp_path / "cli.env"
-    env_file.write_text(
-        f"ZR_DATA_DIR={settings.data_dir}\n"
-        f"ZR_DATABASE_URL={settings.database}\n"
-        f"ZR_SECRET_KEY={settings.secret_key.get_secret_value()}\n"
-    )
-
-    def invoke(*args: str):
-        return CliRunner().invoke(main, ["--env-file", str(env_file), *args])
-
-    return invoke
+def cli(run_cli):
+    return run_cli
 
 
 def test_create_list_show(cli, db) -> None:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
 
 import pytest
-from click.testing import CliRunner, Result
 
 from tests.helpers.builders import make_user
 from tests.helpers.zrc import make_benchmark, make_model
 from tests.submissions.test_service import body, create
 from tests.submissions.test_uploads import store, three_parts
-from zerospeech_api.cli import main
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Submission
 from zerospeech_api.settings import Settings
@@ -19,20 +17,8 @@ from zerospeech_api.submissions import storage
 
 
 @pytest.fixture
-def cli(settings: Settings, db: Database, tmp_path: Path):
-    env_file = tmp_path / "cli.env"
-    env_file.write_text(
-        f"ZR_DATA_DIR={settings.data_dir}\n"
-        f"ZR_DATABASE_URL={settings.database}\n"
-        f"ZR_SECRET_KEY={settings.secret_key.get_secret_value()}\n"
-    )
-
-    def invoke(*args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(
-            main, ["--env-file", str(env_file), "submissions", *args], input=input
-        )
-
-    return invoke
+def cli(run_cli):
+    return functools.partial(run_cli, "submissions")
 
 
 def test_list_with_filters(cli, db: Database, settings: Settings) -> None:
