@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import secrets
+from typing import Any
 
 from zerospeech_api.accounts.sessions import open_session
 from zerospeech_api.db.engine import Database
@@ -52,3 +54,20 @@ def bearer(db: Database, settings: Settings, user: User) -> dict[str, str]:
     with db.transaction() as session:
         token, _ = open_session(session=session, settings=settings, user=session.merge(user))
     return {"Authorization": f"Bearer {token}"}
+
+
+def make_benchmark(db: Database, benchmark_id: str | None = None, **options: Any) -> str:
+    """Create an open benchmark through the service (options as in `create_benchmark`; by
+    default it starts today and is evaluated by the built-in `scores` evaluator)."""
+    from zerospeech_api.benchmarks.service import create_benchmark
+
+    benchmark_id = benchmark_id or f"bench-{secrets.token_hex(3)}"
+    with db.transaction() as session:
+        create_benchmark(
+            session=session,
+            benchmark_id=benchmark_id,
+            label=options.pop("label", f"Benchmark {benchmark_id}"),
+            url=options.pop("url", "https://example.org"),
+            **options,
+        )
+    return benchmark_id

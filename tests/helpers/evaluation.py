@@ -3,7 +3,6 @@ their archive.zip written where the upload path would put it, leaderboards, real
 
 from __future__ import annotations
 
-import datetime as dt
 import email
 import email.policy
 import io
@@ -17,11 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
+from tests.helpers.builders import make_benchmark  # noqa: F401 - re-exported for tests
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import (
-    Benchmark,
     Evaluator,
     EvaluatorKind,
     Leaderboard,
@@ -132,32 +129,6 @@ def make_evaluator(db: Database, name: str, command: str, timeout: int | None = 
         session.add(evaluator)
         session.flush()
         return evaluator.id
-
-
-def make_benchmark(
-    db: Database,
-    benchmark_id: str | None = None,
-    *,
-    evaluator: str = "scores",
-    auto_eval: bool = True,
-    private: bool = False,
-) -> str:
-    benchmark_id = benchmark_id or f"bench-{secrets.token_hex(3)}"
-    with db.transaction() as session:
-        evaluator_row = session.scalars(select(Evaluator).where(Evaluator.name == evaluator)).one()
-        session.add(
-            Benchmark(
-                id=benchmark_id,
-                label=f"Benchmark {benchmark_id}",
-                url="https://zerospeech.com",
-                start_date=dt.date(2021, 1, 1),
-                active=True,
-                auto_eval=auto_eval,
-                evaluator_id=evaluator_row.id,
-                private=private,
-            )
-        )
-    return benchmark_id
 
 
 def make_leaderboard(

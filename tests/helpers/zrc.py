@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from tests.helpers.builders import make_benchmark  # noqa: F401 - re-exported for tests
+
 CLIENT_PART_SIZE = 500_000_000  # what the real client uses; tests pass something small
 CLIENT_ID = "zrc-commandline-benchmark-tool"
 
@@ -394,21 +396,6 @@ class ZrcDriver:
 
 
 # --- database-direct builders for service tests -------------------------------------------------
-def make_benchmark(db: Any, benchmark_id: str = "bench1", **options: Any) -> str:
-    """Create a benchmark through the service (options as in `create_benchmark`)."""
-    from zerospeech_api.benchmarks.service import create_benchmark
-
-    with db.transaction() as session:
-        create_benchmark(
-            session=session,
-            benchmark_id=benchmark_id,
-            label=options.pop("label", f"Benchmark {benchmark_id}"),
-            url=options.pop("url", "https://example.org"),
-            **options,
-        )
-    return benchmark_id
-
-
 def make_model(db: Any, user: Any, **info: Any) -> str:
     """Create a model of `user` through the service."""
     from zerospeech_api.models.schemas import ModelCreate
