@@ -8,7 +8,7 @@
 #                                   are baked into the binary wheels; default python3)
 #
 # Reproducible: the same sources, lock, Python and SOURCE_DATE_EPOCH give the same bytes
-# (shiv --reproducible; no bytecode, normalised file modes, no paths of this machine inside).
+# (shiv --reproducible; hash-based bytecode, normalised file modes, no paths of this machine).
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$PWD
@@ -58,8 +58,11 @@ rm -rf "$site/bin"  # console scripts of the dependencies (unused, and they name
     --find-links "$tmp/wheels" zerospeech-api
 
 # Nothing machine- or run-specific inside: console scripts carry this venv's path in their
-# shebang, bytecode is written at run time, modes follow the umask.
+# shebang, pip's bytecode would carry them too (ours is added below), modes follow the umask.
 rm -rf "$site/bin"
+# Test suites shipped inside some packages: never imported, and each file costs an extraction.
+rm -rf "$site/supervisor/tests" "$site/sqlalchemy/testing" "$site/alembic/testing" \
+    "$site/mako/testing"
 sed -i -E '/^(\.\.\/)*bin\//d' "$site"/*.dist-info/RECORD
 find "$site" -name __pycache__ -type d -prune -exec rm -rf {} +
 find "$site" -name '*.pyc' -delete
@@ -85,15 +88,11 @@ if missing:
     sys.exit("build.sh: not in packaging/requirements.lock (run packaging/lock.sh): " + ", ".join(missing))
 PY
 
-echo "build.sh: bytecode (hash-checked, so it survives extraction; the first start compiles nothing)"
-# Paths inside the pycs are relative (-s/-p), so no path of this machine ends up in them.
-PYTHONHASHSEED=0 "$tmp/tools/bin/python" -m compileall -q -j 0 --invalidation-mode checked-hash \
-    -s "$site" -p site-packages "$site" >/dev/null || echo "build.sh: some modules did not compile (ignored)"
-
 echo "build.sh: shiv"
 mkdir -p "$(dirname "$output")"
 "$tmp/tools/bin/python" -m shiv --reproducible --compressed --site-packages "$site" \
     -p '/usr/bin/env python3' -e zerospeech_api.cli:main -o "$tmp/zerospeech-api.pyz"
+# Precompiled (hash-checked) bytecode for the start-up modules: the first start compiles nothing.
 "$tmp/tools/bin/python" packaging/add_bytecode.py "$tmp/zerospeech-api.pyz" "$site"
 # Atomic replace: a running pyz keeps its (unlinked) file.
 mv -f "$tmp/zerospeech-api.pyz" "$output.tmp.$$" && mv -f "$output.tmp.$$" "$output"
