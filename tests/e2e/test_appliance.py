@@ -636,7 +636,8 @@ def test_a_killed_gunicorn_master_comes_back_and_finishes_its_upload(
         wait_for(lambda: appliance.pid("api") not in (0, master), what="a new master")
         wait_until_responds(f"{appliance.url}/health", timeout=60)
         wait_for(lambda: len(appliance.gunicorn_workers()) == 2, what="new workers")
-        assert not any(alive(pid) for pid in old_workers)  # they died with their master
+        # They died with their master (once their last requests were done), not orphans.
+        wait_for(lambda: not any(alive(pid) for pid in old_workers), what="the old workers' end")
         assert "RUNNING" in appliance.cli("ctl", "status", "api")
         driver.upload()  # the rest of the parts, as `zrc submit --resume` would
         assert driver.wait_status("uploaded", "queued", "evaluating", "completed") != "uploading"
