@@ -6,8 +6,8 @@ import pytest
 
 from tests.helpers.builders import bearer, make_user
 from tests.helpers.evaluation import make_benchmark, make_leaderboard, make_submission
-from zerospeech_api.evaluation import service
 from zerospeech_api.evaluation.worker import Worker
+from zerospeech_api.submissions.service import NOT_YOURS
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_log_is_private(client, evaluated) -> None:
     sid = evaluated["public"]
     assert client.get(f"/submissions/{sid}/log").status_code == 401
     other = client.get(f"/submissions/{sid}/log", headers=evaluated["other"])
-    assert other.status_code == 403 and other.json() == {"detail": service.NOT_OWNER}
+    assert other.status_code == 403 and other.json() == {"detail": NOT_YOURS}
     missing = client.get("/submissions/nope/log", headers=evaluated["owner"])
     assert missing.status_code == 404
     bad = client.get(f"/submissions/{sid}/log?tail_bytes=-1", headers=evaluated["owner"])

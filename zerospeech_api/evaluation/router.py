@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from zerospeech_api.deps import CurrentUser, OptionalCallerDep, SessionDep, SettingsDep
+from zerospeech_api.deps import OptionalCallerDep, OwnedSubmission, SessionDep, SettingsDep
 from zerospeech_api.evaluation import service
 from zerospeech_api.evaluation.schemas import SubmissionLog, SubmissionScores
 
@@ -15,8 +15,7 @@ router = APIRouter(tags=["evaluation"])
 
 @router.get("/submissions/{submission_id}/log", response_model=SubmissionLog)
 def submission_log(
-    submission_id: str,
-    user: CurrentUser,
+    submission: OwnedSubmission,
     session: SessionDep,
     settings: SettingsDep,
     tail_bytes: Annotated[
@@ -24,7 +23,6 @@ def submission_log(
     ] = service.LOG_TAIL_BYTES,
 ) -> dict:
     """Status changes with their times and the end of the evaluation log (owner or admin)."""
-    submission = service.load_owned(session=session, submission_id=submission_id, user=user)
     return service.submission_log(
         session=session, settings=settings, submission=submission, tail_bytes=tail_bytes
     )

@@ -17,26 +17,15 @@ from zerospeech_api.db.tables import (
     SubmissionStatus,
     User,
 )
-from zerospeech_api.errors import Conflict, Forbidden, NotFound, Unauthorized
+from zerospeech_api.errors import Conflict, Forbidden, Unauthorized
 from zerospeech_api.evaluation.evaluators import read_results, results_path
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage
+from zerospeech_api.submissions.service import NOT_YOURS, can_manage, get_submission
 
 LOG_TAIL_BYTES = 64 * 1024
 MAX_LOG_TAIL_BYTES = 1024 * 1024
-NO_SUBMISSION = "no submission {id}"
-NOT_OWNER = "not allowed: this submission belongs to another user"
 NO_SCORES_YET = "the submission has no scores: its status is {status}"
-
-
-def load_owned(*, session: Session, submission_id: str, user: User) -> Submission:
-    """The submission if `user` owns it or is an admin (404 unknown, 403 someone else's)."""
-    submission = session.get(Submission, submission_id)
-    if submission is None:
-        raise NotFound(NO_SUBMISSION.format(id=submission_id))
-    if submission.user_id != user.id and not user.admin:
-        raise Forbidden(NOT_OWNER)
-    return submission
 
 
 def read_tail(path: os.PathLike[str], limit: int) -> tuple[str, int, bool]:
@@ -93,15 +82,12 @@ def submission_scores(
     *, session: Session, settings: Settings, submission_id: str, user: User | None
 ) -> dict[str, Any]:
     """The stamped entries: owner and admins always; anyone once on a public leaderboard."""
-    submission = session.get(Submission, submission_id)
-    if submission is None:
-        raise NotFound(NO_SUBMISSION.format(id=submission_id))
+    submission = get_submission(session=session, submission_id=submission_id)
     labels = public_labels(session=session, submission_id=submission_id)
-    owner = user is not None and (user.admin or user.id == submission.user_id)
-    if not owner and not labels:
+    if not can_manage(submission, user) and not labels:
         if user is None:
             raise Unauthorized("these scores are not public: log in as their owner")
-        raise Forbidden(NOT_OWNER)
+        raise Forbidden(NOT_YOURS)
     if submission.status != SubmissionStatus.COMPLETED:
         raise Conflict(NO_SCORES_YET.format(status=submission.status))
     entries = read_results(results_path(settings, submission_id))
