@@ -6,6 +6,7 @@ with a 400 and the reasons; the pages call the same service functions as the JSO
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -166,6 +167,27 @@ def verify(
     return message(request, title="E-mail address verified", text=service.VERIFIED, success=True)
 
 
+def ask_for_mail(
+    request: Request,
+    email: str,
+    *,
+    form: str,
+    title: str,
+    send: Callable[..., None],
+    sent: str,
+    **deps: Any,
+) -> HTMLResponse:
+    """The two "mail me a link" forms: check the address, call the service, say it was sent
+    (whether or not an account has that address)."""
+    try:
+        data = EmailRequest(email=email)
+    except ValidationError as exc:
+        errors = validation_messages(exc)
+        return render(request, form, title=title, errors=errors, status_code=400)
+    send(mailer=request.app.state.mailer, email=data.email, **deps)
+    return message(request, title="Check your mail", text=sent, success=True)
+
+
 @router.post("/verify/resend")
 def verify_resend(
     request: Request,
@@ -174,24 +196,17 @@ def verify_resend(
     address: ClientAddressDep,
     email: Field = "",
 ) -> HTMLResponse:
-    try:
-        data = EmailRequest(email=email)
-    except ValidationError as exc:
-        return render(
-            request,
-            "accounts/verify.html",
-            title="Verify your e-mail address",
-            errors=validation_messages(exc),
-            status_code=400,
-        )
-    service.resend_verification(
+    return ask_for_mail(
+        request,
+        email,
+        form="accounts/verify.html",
+        title="Verify your e-mail address",
+        send=service.resend_verification,
+        sent=service.VERIFY_SENT,
         session=session,
         settings=settings,
-        mailer=request.app.state.mailer,
-        email=data.email,
         client_address=address,
     )
-    return message(request, title="Check your mail", text=service.VERIFY_SENT, success=True)
 
 
 @router.get("/reset")
@@ -210,24 +225,17 @@ def reset_request(
     address: ClientAddressDep,
     email: Field = "",
 ) -> HTMLResponse:
-    try:
-        data = EmailRequest(email=email)
-    except ValidationError as exc:
-        return render(
-            request,
-            "accounts/reset_request.html",
-            title="Reset your password",
-            errors=validation_messages(exc),
-            status_code=400,
-        )
-    service.request_password_reset(
+    return ask_for_mail(
+        request,
+        email,
+        form="accounts/reset_request.html",
+        title="Reset your password",
+        send=service.request_password_reset,
+        sent=service.RESET_SENT,
         session=session,
         settings=settings,
-        mailer=request.app.state.mailer,
-        email=data.email,
         client_address=address,
     )
-    return message(request, title="Check your mail", text=service.RESET_SENT, success=True)
 
 
 @router.post("/reset")
