@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--startup-only", action="store_true", help="skip the throughput part")
     args = parser.parse_args()
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
     if nginx is None:
@@ -175,6 +176,8 @@ def main() -> None:
             ],
         )  # fmt: skip
         print(f"\npyz size: {pyz.stat().st_size / 1e6:.1f} MB")
+        if args.startup_only:
+            return
 
         # --- 3. and 4.: the appliance's serve behind nginx -------------------------------------
         env = base_env(SHIV_ROOT=str(warm_root))
