@@ -22,7 +22,7 @@ import threading
 import time
 import xmlrpc.client
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from tests.conftest import missing_tool, require_binary
 from tests.helpers.evaluation import outbox_messages
 from tests.helpers.nginx import nginx_argv, render_nginx
-from tests.helpers.processes import Process, free_port, wait_until_responds
+from tests.helpers.processes import Process, free_port, wait_for, wait_until_responds
 from tests.helpers.server import write_env
 from tests.helpers.zrc import ZrcDriver, make_archive
 from zerospeech_api import __version__
@@ -379,17 +379,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Load:

@@ -11,8 +11,7 @@ import signal
 import socket
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.helpers.builders import DEFAULT_PASSWORD, bearer, make_user
-from tests.helpers.processes import cli_command
+from tests.helpers.processes import cli_command, wait_for
 from tests.helpers.server import Server, write_env
 from tests.helpers.zrc import (
     ZrcDriver,
@@ -434,14 +433,6 @@ def kill_9(server: Server) -> None:
     os.killpg(server.process.proc.pid, signal.SIGKILL)
     server.process.proc.wait(10)
     server.stop()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.02)
 
 
 def test_kill_9_mid_upload_then_restart_and_resume(tmp_path: Path) -> None:

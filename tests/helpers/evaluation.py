@@ -10,13 +10,12 @@ import json
 import random
 import secrets
 import stat
-import time
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.helpers.builders import make_benchmark  # noqa: F401 - re-exported for tests
+from tests.helpers.processes import wait_for  # noqa: F401 - re-exported for tests
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import (
     Evaluator,
@@ -212,18 +211,6 @@ def status_of(db: Database, submission_id: str) -> str | None:
     with db.session(read_only=True) as session:
         submission = session.get(Submission, submission_id)
         return submission.status if submission else None
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "condition") -> Any:
-    """Poll until `predicate()` is truthy (returns it); AssertionError after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def outbox_messages(settings_or_dir: Settings | Path) -> list[dict[str, str]]:
