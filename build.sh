@@ -92,8 +92,9 @@ echo "build.sh: shiv"
 mkdir -p "$(dirname "$output")"
 "$tmp/tools/bin/python" -m shiv --reproducible --compressed --site-packages "$site" \
     -p '/usr/bin/env python3' -e zerospeech_api.cli:main -o "$tmp/zerospeech-api.pyz"
-# Precompiled (hash-checked) bytecode for the start-up modules: the first start compiles nothing.
-"$tmp/tools/bin/python" packaging/add_bytecode.py "$tmp/zerospeech-api.pyz" "$site"
+# Pure-Python packages imported from the zip (never extracted), bytecode for them and for the
+# extracted start-up modules: the first start extracts a third of the files and compiles nothing.
+"$tmp/tools/bin/python" packaging/finish_pyz.py "$tmp/zerospeech-api.pyz" "$site"
 # Atomic replace: a running pyz keeps its (unlinked) file.
 mv -f "$tmp/zerospeech-api.pyz" "$output.tmp.$$" && mv -f "$output.tmp.$$" "$output"
 echo "built $output ($(du -h "$output" | cut -f1), sha256 $(sha256sum "$output" | cut -c1-16))"

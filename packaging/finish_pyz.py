@@ -1,0 +1,215 @@
+"""Finish a shiv zipapp for fast starts: fewer files to extract, and bytecode for everything.
+
+    python packaging/finish_pyz.py PYZ SITE_PACKAGES
+
+Run with the interpreter the pyz targets. shiv extracts all of site-packages/ into SHIV_ROOT on
+the first run, and every extracted file costs a file creation (close to a millisecond on some
+virtual disks: bench/bench_appliance.py measures the first run). So the archive is laid out in
+two parts:
+
+1. In the zip itself: every pure-Python top-level package or module (no extension module, no
+   data file read by path) and all the .dist-info metadata. The archive is the first entry of
+   sys.path when Python runs it, so these are imported straight from the zip (zipimport) and
+   never extracted; importlib.metadata reads the metadata from the zip too. Each module has its
+   bytecode beside it (`x.pyc` next to `x.py`, the layout zipimport reads), `unchecked-hash`
+   because nothing can change inside the zip, and every folder has its own entry (zipimport
+   needs them for namespace packages such as opentelemetry).
+2. Extracted (site-packages/): what must be real files: packages with extension modules
+   (sqlalchemy, pydantic_core, psycopg_binary, markupsafe, ...) and the packages that open their
+   own files (ON_DISK). Their start-up modules get a `checked-hash` pyc in __pycache__
+   (extraction gives the sources new mtimes; the source hash keeps the pyc valid), the rest
+   compile on first use, cached in SHIV_ROOT when Python may write there.
+
+Reproducible: entries keep their order, timestamps, modes and compression, and no path of this
+machine ends up inside (code objects name their file relative to the archive).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import py_compile
+import subprocess
+import sys
+import zipfile
+from pathlib import Path, PurePosixPath
+
+SITE = "site-packages/"
+
+# Pure-Python packages that still need to be real files, and why.
+ON_DISK = {
+    "zerospeech_api": "jinja2 templates and the alembic migrations are read by path",
+    "alembic": "reads its script templates by path",
+    "supervisor": "reads version.txt and serves its web UI files by path",
+    "fastapi_offline": "serves the Swagger UI and ReDoc assets by path",
+}
+
+# What the run modes import before serving their first request (the app package is taken
+# whole). Modules imported lazily (uvicorn's protocol, anyio's backend...) are named explicitly:
+# a trace of `serve` and a few requests, compared with this list, found them.
+ENTRY_MODULES = (
+    "zerospeech_api.cli",
+    "zerospeech_api.app",
+    "zerospeech_api.evaluation.worker",
+    "zerospeech_api.appliance.gunicorn_app",
+    "gunicorn.arbiter",
+    "gunicorn.app.base",
+    "uvicorn_worker",
+    "uvicorn.main",
+    "uvicorn.lifespan.on",
+    "uvicorn.protocols.http.h11_impl",
+    "uvicorn.protocols.websockets.auto",
+    "uvicorn.loops.auto",
+    "uvicorn.loops.asyncio",
+    "supervisor.supervisord",
+    "supervisor.supervisorctl",
+    "psycopg",
+    "sqlalchemy.dialects.sqlite.pysqlite",
+    "sqlalchemy.dialects.postgresql.psycopg",
+    "alembic.command",
+    "alembic.runtime.migration",
+    "mako.ext.pygmentplugin",
+    "gunicorn.glogging",
+    "gunicorn.ctl.server",
+    "uvicorn.protocols.http.auto",
+    "uvicorn.supervisors.watchfilesreload",
+    "anyio._backends._asyncio",
+    "anyio.streams.memory",
+    "anyio.streams.stapled",
+    "anyio.streams.tls",
+    "fastapi.telemetry._runtime",
+)
+
+TRACE = """
+import importlib, importlib.util, pkgutil, sys
+site = sys.argv[1]
+sys.path.insert(0, site)
+names = sys.argv[2:]
+import zerospeech_api
+names += [m.name for m in pkgutil.walk_packages(zerospeech_api.__path__, "zerospeech_api.")
+          if not m.name.endswith("__main__")]
+for name in names:
+    try:
+        importlib.import_module(name)
+    except ImportError:  # an optional extra that is not installed: still compiled at start-up
+        print(importlib.util.find_spec(name).origin[len(site) + 1:])
+for module in list(sys.modules.values()):
+    path = getattr(module, "__file__", None) or ""
+    if path.startswith(site + "/") and path.endswith(".py"):
+        print(path[len(site) + 1:])
+"""
+
+
+def startup_sources(site_packages: Path) -> set[str]:
+    """Files (relative to site-packages) imported at start-up, traced in a clean interpreter."""
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", TRACE, str(site_packages), *ENTRY_MODULES],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"},
+    )
+    ours = {  # the whole app, migrations included (alembic loads those by file path)
+        str(p.relative_to(site_packages)) for p in (site_packages / "zerospeech_api").rglob("*.py")
+    }
+    return set(result.stdout.split()) | ours
+
+
+def compile_checked(site_packages: Path, relative: str) -> bytes:
+    """The checked-hash pyc of an extracted source (its recorded path: site-packages/...)."""
+    source = site_packages / relative
+    target = site_packages / ".bytecode" / (relative + "c")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    py_compile.compile(
+        str(source),
+        cfile=str(target),
+        dfile=SITE + relative,
+        doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+    )
+    return target.read_bytes()
+
+
+def compile_unchecked(source: bytes, relative: str) -> bytes:
+    """The unchecked-hash pyc of a source that stays inside the zip."""
+    code = compile(source, relative, "exec", dont_inherit=True, optimize=0)
+    return bytes(
+        importlib._bootstrap_external._code_to_hash_pyc(  # type: ignore[attr-defined]
+            code, importlib.util.source_hash(source), checked=False
+        )
+    )
+
+
+def is_extension(name: str) -> bool:
+    return name.endswith((".so", ".pyd")) or ".so." in name
+
+
+def zipped_tops(names: list[str]) -> set[str]:
+    """The top-level entries of site-packages that can be imported from the zip."""
+    files: dict[str, list[str]] = {}
+    for name in names:
+        if name.startswith(SITE):
+            relative = name.removeprefix(SITE)
+            files.setdefault(relative.split("/")[0], []).append(relative)
+    zipped = set()
+    for top, members in files.items():
+        if top.endswith(".dist-info"):
+            zipped.add(top)
+        elif top in ON_DISK or top.endswith(".libs"):
+            continue
+        elif (top.endswith(".py") or "/" in members[0]) and not any(map(is_extension, members)):
+            zipped.add(top)
+    return zipped
+
+
+def finish(pyz: Path, site_packages: Path) -> tuple[int, int]:
+    """Rewrite `pyz` in the two-part layout; returns (files left to extract, files zipped)."""
+    wanted = startup_sources(site_packages)
+    data = pyz.read_bytes()
+    shebang = data[: data.index(b"\n") + 1] if data.startswith(b"#!") else b""
+    tmp = pyz.with_name(pyz.name + ".finish")
+    tag = sys.implementation.cache_tag
+    extracted = zipped = 0
+    with zipfile.ZipFile(pyz) as source, open(tmp, "wb") as handle:
+        tops = zipped_tops(source.namelist())
+        folders: set[str] = set()
+        handle.write(shebang)
+        with zipfile.ZipFile(handle, "w") as target:
+
+            def add(name: str, body: bytes, like: zipfile.ZipInfo) -> None:
+                entry = zipfile.ZipInfo(name, like.date_time)
+                entry.compress_type = like.compress_type
+                entry.external_attr = like.external_attr
+                target.writestr(entry, body)
+
+            for info in source.infolist():
+                body = source.read(info)
+                relative = info.filename.removeprefix(SITE)
+                if info.filename.startswith(SITE) and relative.split("/")[0] in tops:
+                    for parent in reversed(PurePosixPath(relative).parents[:-1]):
+                        if str(parent) not in folders:
+                            folders.add(str(parent))
+                            folder = zipfile.ZipInfo(f"{parent}/", info.date_time)
+                            folder.external_attr = 0o40755 << 16 | 0x10
+                            target.writestr(folder, b"")
+                    add(relative, body, info)
+                    zipped += 1
+                    if relative.endswith(".py"):
+                        add(relative + "c", compile_unchecked(body, relative), info)
+                    continue
+                target.writestr(info, body)
+                if info.filename.startswith(SITE):
+                    extracted += 1
+                if relative in wanted:
+                    path = PurePosixPath(relative)
+                    pyc = f"{SITE}{path.parent / '__pycache__' / f'{path.stem}.{tag}.pyc'}"
+                    add(pyc, compile_checked(site_packages, relative), info)
+                    extracted += 1
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, pyz)
+    return extracted, zipped
+
+
+if __name__ == "__main__":
+    left, moved = finish(Path(sys.argv[1]), Path(sys.argv[2]))
+    print(f"finish_pyz: {moved} files imported from the zip, {left} extracted")  # noqa: T201
