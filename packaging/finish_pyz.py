@@ -26,7 +26,6 @@ machine ends up inside (code objects name their file relative to the archive).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import py_compile
 import subprocess
@@ -115,29 +114,21 @@ def startup_sources(site_packages: Path) -> set[str]:
     return set(result.stdout.split()) | ours
 
 
-def compile_checked(site_packages: Path, relative: str) -> bytes:
-    """The checked-hash pyc of an extracted source (its recorded path: site-packages/...)."""
-    source = site_packages / relative
+def compile_pyc(site_packages: Path, relative: str, *, zipped: bool) -> bytes:
+    """The hash-based pyc of one source: unchecked for a module imported from the zip (nothing
+    can change there; its code names `fastapi/x.py`), checked for an extracted one (its code
+    names `site-packages/...`; extraction gives sources new mtimes, the hash keeps it valid)."""
     target = site_packages / ".bytecode" / (relative + "c")
     target.parent.mkdir(parents=True, exist_ok=True)
+    mode = py_compile.PycInvalidationMode
     py_compile.compile(
-        str(source),
+        str(site_packages / relative),
         cfile=str(target),
-        dfile=SITE + relative,
+        dfile=relative if zipped else SITE + relative,
         doraise=True,
-        invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+        invalidation_mode=mode.UNCHECKED_HASH if zipped else mode.CHECKED_HASH,
     )
     return target.read_bytes()
-
-
-def compile_unchecked(source: bytes, relative: str) -> bytes:
-    """The unchecked-hash pyc of a source that stays inside the zip."""
-    code = compile(source, relative, "exec", dont_inherit=True, optimize=0)
-    return bytes(
-        importlib._bootstrap_external._code_to_hash_pyc(  # type: ignore[attr-defined]
-            code, importlib.util.source_hash(source), checked=False
-        )
-    )
 
 
 def is_extension(name: str) -> bool:
@@ -157,8 +148,10 @@ def zipped_tops(names: list[str]) -> set[str]:
             zipped.add(top)
         elif top in ON_DISK or top.endswith(".libs"):
             continue
-        elif (top.endswith(".py") or "/" in members[0]) and not any(map(is_extension, members)):
-            zipped.add(top)
+        else:
+            module_or_package = top.endswith(".py") or "/" in members[0]  # not a .so or .pth
+            if module_or_package and not any(map(is_extension, members)):
+                zipped.add(top)
     return zipped
 
 
@@ -195,7 +188,7 @@ def finish(pyz: Path, site_packages: Path) -> tuple[int, int]:
                     add(relative, body, info)
                     zipped += 1
                     if relative.endswith(".py"):
-                        add(relative + "c", compile_unchecked(body, relative), info)
+                        add(relative + "c", compile_pyc(site_packages, relative, zipped=True), info)
                     continue
                 target.writestr(info, body)
                 if info.filename.startswith(SITE):
@@ -203,7 +196,7 @@ def finish(pyz: Path, site_packages: Path) -> tuple[int, int]:
                 if relative in wanted:
                     path = PurePosixPath(relative)
                     pyc = f"{SITE}{path.parent / '__pycache__' / f'{path.stem}.{tag}.pyc'}"
-                    add(pyc, compile_checked(site_packages, relative), info)
+                    add(pyc, compile_pyc(site_packages, relative, zipped=False), info)
                     extracted += 1
     os.chmod(tmp, 0o755)
     os.replace(tmp, pyz)
