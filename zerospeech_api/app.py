@@ -139,7 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(account_pages.router)
     install_docs(app)
 
-    # Outermost first: the request id wraps everything, then the cheap refusals.
+    # Innermost first (add_middleware wraps what is there: the last added is outermost): the
+    # request id wraps everything, then the cheap refusals.
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -15,11 +15,13 @@ from zerospeech_api.accounts.sessions import authenticate
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Submission, User
 from zerospeech_api.errors import Forbidden, NotFound, Unauthorized
+from zerospeech_api.mail import Mailer
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions.service import owned_submission
 from zerospeech_api.submissions.uploads import UploadTarget, check_declared_length, plan_upload
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+NOT_AUTHENTICATED = "not authenticated: send Authorization: Bearer <token>"
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
 
@@ -30,6 +32,10 @@ def get_settings(request: Request) -> Settings:
 
 def get_database(request: Request) -> Database:
     return request.app.state.db
+
+
+def get_mailer(request: Request) -> Mailer:
+    return request.app.state.mailer
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -52,6 +58,7 @@ def get_client_address(request: Request) -> str | None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientAddressDep = Annotated[str | None, Depends(get_client_address)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
+MailerDep = Annotated[Mailer, Depends(get_mailer)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
 
@@ -64,24 +71,26 @@ class Caller:
     jti: str
 
 
-def get_caller(session: SessionDep, settings: SettingsDep, token: TokenDep) -> Caller:
-    if not token:
-        raise Unauthorized("not authenticated: send Authorization: Bearer <token>")
-    user, jti = authenticate(session=session, settings=settings, token=token)
-    return Caller(user=user, jti=jti)
-
-
 def get_optional_caller(
     session: SessionDep, settings: SettingsDep, token: TokenDep
 ) -> Caller | None:
+    """The caller of a request with a bearer token (401 if it is bad), None without one."""
     if not token:
         return None
     user, jti = authenticate(session=session, settings=settings, token=token)
     return Caller(user=user, jti=jti)
 
 
-CallerDep = Annotated[Caller, Depends(get_caller)]
 OptionalCallerDep = Annotated[Caller | None, Depends(get_optional_caller)]
+
+
+def get_caller(caller: OptionalCallerDep) -> Caller:
+    if caller is None:
+        raise Unauthorized(NOT_AUTHENTICATED)
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 def get_current_user(caller: CallerDep) -> User:
@@ -139,7 +148,7 @@ def get_upload_target(
     """Authorise a content/add before its body is read, in a short read-only session (no write
     transaction may stay open while the body streams)."""
     if not token:
-        raise Unauthorized("not authenticated: send Authorization: Bearer <token>")
+        raise Unauthorized(NOT_AUTHENTICATED)
     with db.session(read_only=True) as session:
         user, _ = authenticate(session=session, settings=settings, token=token)
         target = plan_upload(

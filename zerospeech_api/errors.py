@@ -41,10 +41,6 @@ class TooLarge(DomainError):
     status = 413
 
 
-class ReadOnlyMode(DomainError):
-    status = 423
-
-
 class TooManyRequests(DomainError):
     status = 429
 

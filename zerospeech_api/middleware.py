@@ -15,6 +15,15 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The value of one request header (`name` lower-case); the last one if it is repeated."""
+    value = None
+    for key, raw in scope["headers"]:
+        if key == name:
+            value = raw
+    return value
+
+
 async def send_json(
     send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()
 ) -> None:
@@ -44,7 +53,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        incoming = (header(scope, b"x-request-id") or b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
 
@@ -84,7 +93,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.large if UPLOAD_PATH.match(scope["path"]) else self.small
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None:
             try:
                 size = int(declared)

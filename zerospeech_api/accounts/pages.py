@@ -20,10 +20,17 @@ from zerospeech_api.accounts import service
 from zerospeech_api.accounts.schemas import (
     MAX_AFFILIATION_LENGTH,
     MAX_NAME_LENGTH,
+    MAX_TOKEN_LENGTH,
     EmailRequest,
     SignupRequest,
 )
-from zerospeech_api.deps import ClientAddressDep, DatabaseDep, SessionDep, SettingsDep
+from zerospeech_api.deps import (
+    ClientAddressDep,
+    DatabaseDep,
+    MailerDep,
+    SessionDep,
+    SettingsDep,
+)
 from zerospeech_api.errors import READ_ONLY_DETAIL, DomainError
 from zerospeech_api.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
@@ -104,6 +111,7 @@ def signup_form(request: Request) -> HTMLResponse:
 @router.post("/signup")
 def signup_submit(
     request: Request,
+    mailer: MailerDep,
     session: SessionDep,
     settings: SettingsDep,
     username: Field = "",
@@ -122,9 +130,7 @@ def signup_submit(
     }
     try:
         data = SignupRequest(**form, password=password)
-        service.signup(
-            session=session, settings=settings, mailer=request.app.state.mailer, data=data
-        )
+        service.signup(session=session, settings=settings, mailer=mailer, data=data)
     except ValidationError as exc:
         errors = validation_messages(exc)
     except DomainError as exc:
@@ -154,7 +160,7 @@ def verify(
         )
     try:
         with db.transaction() as session:
-            service.verify_email(session=session, token=token[:200])
+            service.verify_email(session=session, token=token[:MAX_TOKEN_LENGTH])
     except DomainError as exc:
         return message(
             request,
@@ -184,13 +190,14 @@ def ask_for_mail(
     except ValidationError as exc:
         errors = validation_messages(exc)
         return render(request, form, title=title, errors=errors, status_code=400)
-    send(mailer=request.app.state.mailer, email=data.email, **deps)
+    send(email=data.email, **deps)
     return message(request, title="Check your mail", text=sent, success=True)
 
 
 @router.post("/verify/resend")
 def verify_resend(
     request: Request,
+    mailer: MailerDep,
     session: SessionDep,
     settings: SettingsDep,
     address: ClientAddressDep,
@@ -203,6 +210,7 @@ def verify_resend(
         title="Verify your e-mail address",
         send=service.resend_verification,
         sent=service.VERIFY_SENT,
+        mailer=mailer,
         session=session,
         settings=settings,
         client_address=address,
@@ -220,6 +228,7 @@ def reset_form(request: Request, token: str = "") -> HTMLResponse:
 @router.post("/reset/request")
 def reset_request(
     request: Request,
+    mailer: MailerDep,
     session: SessionDep,
     settings: SettingsDep,
     address: ClientAddressDep,
@@ -232,6 +241,7 @@ def reset_request(
         title="Reset your password",
         send=service.request_password_reset,
         sent=service.RESET_SENT,
+        mailer=mailer,
         session=session,
         settings=settings,
         client_address=address,
@@ -254,7 +264,9 @@ def reset_submit(
         errors = [f"password: {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"]
     else:
         try:
-            service.reset_password(db=db, settings=settings, token=token[:200], password=password)
+            service.reset_password(
+                db=db, settings=settings, token=token[:MAX_TOKEN_LENGTH], password=password
+            )
         except DomainError as exc:
             return message(
                 request,

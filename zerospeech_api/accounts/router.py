@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form
 
 from zerospeech_api.accounts import service
 from zerospeech_api.accounts.schemas import (
@@ -23,27 +23,23 @@ from zerospeech_api.deps import (
     CallerDep,
     ClientAddressDep,
     DatabaseDep,
+    MailerDep,
     PathUser,
     SessionDep,
     SettingsDep,
     TokenDep,
 )
 from zerospeech_api.errors import BadRequest
-from zerospeech_api.mail import Mailer
 
 router = APIRouter(tags=["accounts"])
 
 
-def mailer(request: Request) -> Mailer:
-    return request.app.state.mailer
-
-
 @router.post("/auth/signup")
 def signup(
-    body: SignupRequest, request: Request, session: SessionDep, settings: SettingsDep
+    body: SignupRequest, mailer: MailerDep, session: SessionDep, settings: SettingsDep
 ) -> SignupResponse:
     """Create an account and mail a verification link; the account can log in once verified."""
-    user = service.signup(session=session, settings=settings, mailer=mailer(request), data=body)
+    user = service.signup(session=session, settings=settings, mailer=mailer, data=body)
     return SignupResponse(
         username=user.username,
         email=user.email,
@@ -62,7 +58,7 @@ def verify(body: VerifyRequest, session: SessionDep) -> Message:
 @router.post("/auth/verify/resend")
 def resend_verification(
     body: EmailRequest,
-    request: Request,
+    mailer: MailerDep,
     session: SessionDep,
     settings: SettingsDep,
     address: ClientAddressDep,
@@ -71,7 +67,7 @@ def resend_verification(
     service.resend_verification(
         session=session,
         settings=settings,
-        mailer=mailer(request),
+        mailer=mailer,
         email=body.email,
         client_address=address,
     )
@@ -111,7 +107,7 @@ def logout(caller: CallerDep, session: SessionDep) -> Message:
 @router.post("/auth/password/reset")
 def request_password_reset(
     body: EmailRequest,
-    request: Request,
+    mailer: MailerDep,
     session: SessionDep,
     settings: SettingsDep,
     address: ClientAddressDep,
@@ -120,7 +116,7 @@ def request_password_reset(
     service.request_password_reset(
         session=session,
         settings=settings,
-        mailer=mailer(request),
+        mailer=mailer,
         email=body.email,
         client_address=address,
     )
@@ -130,7 +126,6 @@ def request_password_reset(
 @router.post("/auth/password/update")
 def update_password(
     body: PasswordUpdate,
-    request: Request,
     db: DatabaseDep,
     settings: SettingsDep,
     bearer: TokenDep,

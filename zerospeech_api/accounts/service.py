@@ -29,7 +29,14 @@ from zerospeech_api.accounts.sessions import (
 )
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import OneTimeToken, TokenPurpose, User, utcnow
-from zerospeech_api.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from zerospeech_api.errors import (
+    BadRequest,
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+)
 from zerospeech_api.mail import Mailer
 from zerospeech_api.security import ratelimit
 from zerospeech_api.security.passwords import (
@@ -97,6 +104,23 @@ def _hash(settings: Settings, password: str) -> str:
 def _verify(settings: Settings, stored_hash: str | None, password: str) -> bool:
     with _hash_slots:
         return verify_password(_hasher(settings), stored_hash, password)
+
+
+def _check_password(
+    *,
+    db: Database,
+    settings: Settings,
+    limits: list[ratelimit.Limit],
+    stored_hash: str | None,
+    password: str,
+    error: DomainError,
+) -> None:
+    """Verify a password outside any transaction; a wrong one counts as a failure against
+    `limits` (in its own short write transaction), then `error` is raised."""
+    if not _verify(settings, stored_hash, password):
+        with db.transaction() as session:
+            ratelimit.record_failure(session=session, settings=settings, limits=limits)
+        raise error
 
 
 def _link(settings: Settings, page: str, token: str) -> str:
@@ -336,10 +360,14 @@ def login(
         user_id, stored_hash = (user.id, user.password_hash) if user else (None, None)
 
     # Slow part, outside any transaction. Unknown users cost the same (dummy hash).
-    if not _verify(settings, stored_hash, password):
-        with db.transaction() as session:
-            ratelimit.record_failure(session=session, settings=settings, limits=limits)
-        raise Unauthorized(BAD_CREDENTIALS)
+    _check_password(
+        db=db,
+        settings=settings,
+        limits=limits,
+        stored_hash=stored_hash,
+        password=password,
+        error=Unauthorized(BAD_CREDENTIALS),
+    )
     assert user is not None and stored_hash is not None
     # Status is told only to someone who knows the password.
     if not user.active:
@@ -437,10 +465,14 @@ def change_password(
         )
         ratelimit.ensure_allowed(session=session, settings=settings, limits=limits)
         user_id, stored_hash = user.id, user.password_hash
-    if not _verify(settings, stored_hash, old_password):
-        with db.transaction() as session:
-            ratelimit.record_failure(session=session, settings=settings, limits=limits)
-        raise BadRequest(WRONG_OLD_PASSWORD)
+    _check_password(
+        db=db,
+        settings=settings,
+        limits=limits,
+        stored_hash=stored_hash,
+        password=old_password,
+        error=BadRequest(WRONG_OLD_PASSWORD),
+    )
     new_hash = _hash(settings, password)
     with db.transaction() as session:
         current = session.get(User, user_id)

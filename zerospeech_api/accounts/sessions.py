@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from zerospeech_api.db.tables import AuthSession, User, utcnow
@@ -68,25 +68,25 @@ def revoke_session(*, session: Session, jti: str) -> None:
     )
 
 
-def revoke_all_sessions(*, session: Session, user_id: int, keep: str | None = None) -> int:
+def revoke_all_sessions(*, session: Session, user_id: int) -> int:
     """End every open session of a user (password change, deactivation); returns how many."""
     statement = (
         update(AuthSession)
         .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
-    if keep is not None:
-        statement = statement.where(AuthSession.jti != keep)
     return session.execute(statement).rowcount or 0
 
 
 def open_session_count(*, session: Session, user_id: int) -> int:
     """How many unexpired, unrevoked sessions a user has."""
-    rows = session.scalars(
-        select(AuthSession.jti).where(
+    count = session.scalar(
+        select(func.count())
+        .select_from(AuthSession)
+        .where(
             AuthSession.user_id == user_id,
             AuthSession.revoked_at.is_(None),
             AuthSession.expires_at > utcnow(),
         )
-    ).all()
-    return len(rows)
+    )
+    return count or 0

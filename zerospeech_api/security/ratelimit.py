@@ -40,16 +40,21 @@ class Limit:
     message: str
 
 
+def _key(prefix: str, value: str) -> str:
+    """A throttle key `prefix:value`, cut to fit `login_failures.key`."""
+    return f"{prefix}:{value}"[:MAX_KEY_LENGTH]
+
+
 def account_key(*, user_id: int | None, identifier: str) -> str:
     """The account's key: its id when it exists, else the name tried (so unknown and known
     accounts lock alike and a lock reveals nothing)."""
     if user_id is not None:
         return f"account:{user_id}"
-    return f"account:?{identifier.strip().lower()}"[:MAX_KEY_LENGTH]
+    return _key("account", f"?{identifier.strip().lower()}")
 
 
 def address_key(address: str | None) -> str:
-    return f"address:{address or 'unknown'}"[:MAX_KEY_LENGTH]
+    return _key("address", address or "unknown")
 
 
 def login_limits(*, settings: Settings, account: str, address: str | None) -> list[Limit]:
@@ -64,12 +69,12 @@ def mail_limits(*, email: str, address: str | None) -> list[Limit]:
     """The two limits a request that sends mail is subject to."""
     return [
         Limit(
-            f"mail:{email.strip().lower()}"[:MAX_KEY_LENGTH],
+            _key("mail", email.strip().lower()),
             MAIL_PER_EMAIL,
             MAIL_TO_EMAIL_THROTTLED,
         ),
         Limit(
-            f"mail-from:{address or 'unknown'}"[:MAX_KEY_LENGTH],
+            _key("mail-from", address or "unknown"),
             MAIL_PER_CLIENT,
             MAIL_FROM_CLIENT_THROTTLED,
         ),
@@ -119,8 +124,7 @@ def clear(*, session: Session, key: str) -> None:
     session.execute(delete(LoginFailure).where(LoginFailure.key == key))
 
 
-def prune(*, session: Session, settings: Settings, now: dt.datetime | None = None) -> int:
-    """Delete failures that no longer count; returns how many."""
+def prune(*, session: Session, settings: Settings, now: dt.datetime | None = None) -> None:
+    """Delete failures that no longer count."""
     cutoff = (now or utcnow()) - dt.timedelta(seconds=settings.login_window_seconds)
-    result = session.execute(delete(LoginFailure).where(LoginFailure.at <= cutoff))
-    return result.rowcount or 0
+    session.execute(delete(LoginFailure).where(LoginFailure.at <= cutoff))
