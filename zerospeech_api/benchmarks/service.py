@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zerospeech_api.bootstrap import SCORES_EVALUATOR
@@ -128,7 +128,8 @@ def require_quota(*, session: Session, benchmark: Benchmark, user: User, now: dt
         return
     session.execute(select(User.id).where(User.id == user.id).with_for_update())
     since = now - dt.timedelta(seconds=benchmark.quota_period_seconds)
-    counted = (
+    # The slot frees when the quota_count-th newest counted submission leaves the window.
+    oldest = session.scalar(
         select(Submission.created_at)
         .where(
             Submission.user_id == user.id,
@@ -136,15 +137,12 @@ def require_quota(*, session: Session, benchmark: Benchmark, user: User, now: dt
             Submission.created_at > since,
             Submission.status.not_in([str(s) for s in NOT_COUNTED]),
         )
-        .order_by(Submission.created_at)
+        .order_by(Submission.created_at.desc())
+        .offset(benchmark.quota_count - 1)
+        .limit(1)
     )
-    used = session.scalar(select(func.count()).select_from(counted.subquery())) or 0
-    if used < benchmark.quota_count:
+    if oldest is None:
         return
-    # The slot frees when the oldest counted submission leaves the window.
-    oldest = session.scalars(counted.limit(used - benchmark.quota_count + 1)).all()[-1]
-    if oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=dt.UTC)
     wait = max(1, math.ceil((oldest - since).total_seconds()))
     raise TooManyRequests(
         QUOTA_USED.format(
@@ -175,6 +173,15 @@ def _evaluator_id(session: Session, name: str | None) -> int | None:
     return evaluator.id
 
 
+def _parse_optional_quota(quota: str | None) -> tuple[int | None, int | None]:
+    return parse_quota(quota) if quota else (None, None)
+
+
+def _check_archive_bytes(max_archive_bytes: int | None) -> None:
+    if max_archive_bytes is not None and max_archive_bytes < 1:
+        raise BadRequest("the maximum archive size must be a positive number of bytes")
+
+
 def _check_dates(start: dt.date, end: dt.date | None) -> None:
     if end is not None and end < start:
         raise BadRequest(BAD_DATES.format(start=start.isoformat(), end=end.isoformat()))
@@ -201,9 +208,8 @@ def create_benchmark(
         raise Conflict(BENCHMARK_EXISTS.format(id=benchmark_id))
     start = start_date or today()
     _check_dates(start, end_date)
-    count, period = parse_quota(quota) if quota else (None, None)
-    if max_archive_bytes is not None and max_archive_bytes < 1:
-        raise BadRequest("the maximum archive size must be a positive number of bytes")
+    count, period = _parse_optional_quota(quota)
+    _check_archive_bytes(max_archive_bytes)
     benchmark = Benchmark(
         id=benchmark_id,
         label=label,
@@ -248,11 +254,9 @@ def update_benchmark(
     if evaluator is not UNSET:
         benchmark.evaluator_id = _evaluator_id(session, evaluator)
     if quota is not UNSET:
-        count, period = parse_quota(quota) if quota else (None, None)
-        benchmark.quota_count, benchmark.quota_period_seconds = count, period
+        benchmark.quota_count, benchmark.quota_period_seconds = _parse_optional_quota(quota)
     if max_archive_bytes is not UNSET:
-        if max_archive_bytes is not None and max_archive_bytes < 1:
-            raise BadRequest("the maximum archive size must be a positive number of bytes")
+        _check_archive_bytes(max_archive_bytes)
         benchmark.max_archive_bytes = max_archive_bytes
     _check_dates(benchmark.start_date, benchmark.end_date)
     session.flush()

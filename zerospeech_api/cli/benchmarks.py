@@ -11,7 +11,7 @@ import click
 from zerospeech_api.benchmarks import service
 from zerospeech_api.bootstrap import SCORES_EVALUATOR
 from zerospeech_api.cli.context import CliContext, pass_ctx
-from zerospeech_api.cli.output import domain_errors, fail, fields, table
+from zerospeech_api.cli.output import domain_errors, fail, fields, table, yes_no
 from zerospeech_api.db.tables import Benchmark
 from zerospeech_api.settings import Settings
 
@@ -122,11 +122,11 @@ def list_(ctx: CliContext) -> None:
                 "open" if service.is_open(b, on=on) else "closed",
                 b.start_date.isoformat(),
                 b.end_date.isoformat() if b.end_date else "-",
-                "yes" if b.auto_eval else "no",
+                yes_no(b.auto_eval),
                 _evaluator_name(b),
                 service.format_quota(b) or "-",
                 _size(b.max_archive_bytes),
-                "yes" if b.private else "no",
+                yes_no(b.private),
                 b.label,
             )
             for b in service.list_benchmarks(session=session, include_private=True)
@@ -145,14 +145,14 @@ def _show(benchmark: Benchmark, settings: Settings) -> None:
             ("label", benchmark.label),
             ("url", benchmark.url),
             ("state", "open" if service.is_open(benchmark, on=service.today()) else "closed"),
-            ("active", "yes" if benchmark.active else "no"),
+            ("active", yes_no(benchmark.active)),
             ("start date", benchmark.start_date.isoformat()),
             ("end date", benchmark.end_date.isoformat() if benchmark.end_date else "-"),
-            ("auto-eval", "yes" if benchmark.auto_eval else "no"),
+            ("auto-eval", yes_no(benchmark.auto_eval)),
             ("evaluator", _evaluator_name(benchmark)),
             ("quota", service.format_quota(benchmark) or "-"),
             ("max size", f"{service.archive_limit(benchmark, settings):,} bytes"),
-            ("private", "yes" if benchmark.private else "no"),
+            ("private", yes_no(benchmark.private)),
             ("created", benchmark.created_at.isoformat(timespec="seconds")),
         ]
     )

@@ -26,6 +26,11 @@ def domain_errors() -> Iterator[None]:
         fail(exc.detail)
 
 
+def yes_no(flag: bool) -> str:
+    """`yes` or `no`."""
+    return "yes" if flag else "no"
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """Print rows as an aligned text table (`(none)` when empty)."""
     text_rows = [["" if cell is None else str(cell) for cell in row] for row in rows]

@@ -6,10 +6,11 @@ import click
 from sqlalchemy import select
 
 from zerospeech_api.cli.context import CliContext, pass_ctx
-from zerospeech_api.cli.output import domain_errors, fail, fields, table
-from zerospeech_api.db.tables import SubmissionEvent, SubmissionStatus, User
+from zerospeech_api.cli.output import domain_errors, fail, fields, table, yes_no
+from zerospeech_api.db.tables import SubmissionStatus, User
 from zerospeech_api.submissions import service
 from zerospeech_api.submissions.assembly import join_submission
+from zerospeech_api.submissions.events import submission_events
 
 STATUSES = [str(s) for s in SubmissionStatus]
 
@@ -33,7 +34,7 @@ def list_(ctx: CliContext, username: str | None, benchmark: str | None, status: 
             if user is None:
                 fail(f"no user {username}")
         found = service.list_submissions(
-            session=session, user=user, benchmark_id=benchmark, status=status
+            session=session, user=user, benchmark_id=benchmark, status=status, with_parts=True
         )
         rows = [
             (
@@ -66,8 +67,8 @@ def show(ctx: CliContext, submission_id: str) -> None:
                 ("status", s.status),
                 ("archive", f"{s.filename} (MD5 {s.archive_hash})"),
                 ("size", "-" if s.archive_size is None else f"{s.archive_size:,} bytes"),
-                ("multipart", "yes" if s.multipart else "no"),
-                ("has scores", "yes" if s.has_scores else "no"),
+                ("multipart", yes_no(s.multipart)),
+                ("has scores", yes_no(s.has_scores)),
                 ("leaderboard", s.leaderboard_path or "-"),
                 ("author label", s.author_label or "-"),
                 ("created", s.created_at.isoformat(timespec="seconds")),
@@ -88,11 +89,7 @@ def show(ctx: CliContext, submission_id: str) -> None:
                 for p in s.parts
             ],
         )
-        events = session.scalars(
-            select(SubmissionEvent)
-            .where(SubmissionEvent.submission_id == s.id)
-            .order_by(SubmissionEvent.at, SubmissionEvent.id)
-        ).all()
+        events = submission_events(session=session, submission_id=s.id)
         click.echo("\nlog:")
         for event in events:
             click.echo(f"{event.at.isoformat(timespec='seconds')}  {event.message}")

@@ -18,7 +18,7 @@ from zerospeech_api.accounts import service
 from zerospeech_api.accounts.schemas import Password, SignupRequest
 from zerospeech_api.accounts.sessions import open_session_count
 from zerospeech_api.cli.context import CliContext, pass_ctx
-from zerospeech_api.cli.output import domain_errors, fail, fields, table
+from zerospeech_api.cli.output import domain_errors, fail, fields, table, yes_no
 from zerospeech_api.db.tables import User
 
 EMPTY_STDIN = "no password on stdin"
@@ -58,10 +58,6 @@ def _read_password(from_stdin: bool) -> str:
     return password
 
 
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"
-
-
 def _show(session: Session, user: User) -> None:
     fields(
         [
@@ -70,9 +66,9 @@ def _show(session: Session, user: User) -> None:
             ("first name", user.first_name),
             ("last name", user.last_name),
             ("affiliation", user.affiliation),
-            ("verified", _yes(user.verified)),
-            ("active", _yes(user.active)),
-            ("admin", _yes(user.admin)),
+            ("verified", yes_no(user.verified)),
+            ("active", yes_no(user.active)),
+            ("admin", yes_no(user.admin)),
             ("created", user.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
             ("open sessions", open_session_count(session=session, user_id=user.id)),
         ]
@@ -158,9 +154,9 @@ def list_(ctx: CliContext) -> None:
                 u.email,
                 f"{u.first_name} {u.last_name}",
                 u.affiliation,
-                _yes(u.verified),
-                _yes(u.active),
-                _yes(u.admin),
+                yes_no(u.verified),
+                yes_no(u.active),
+                yes_no(u.admin),
                 u.created_at.strftime("%Y-%m-%d %H:%M"),
             )
             for u in users

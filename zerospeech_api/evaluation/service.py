@@ -13,7 +13,6 @@ from zerospeech_api.db.tables import (
     Leaderboard,
     LeaderboardEntry,
     Submission,
-    SubmissionEvent,
     SubmissionStatus,
     User,
 )
@@ -21,6 +20,7 @@ from zerospeech_api.errors import Conflict, Forbidden, Unauthorized
 from zerospeech_api.evaluation.evaluators import read_results, results_path
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage
+from zerospeech_api.submissions.events import submission_events
 from zerospeech_api.submissions.service import NOT_YOURS, can_manage, get_submission
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -44,11 +44,7 @@ def submission_log(
     *, session: Session, settings: Settings, submission: Submission, tail_bytes: int
 ) -> dict[str, Any]:
     """Status events with times, and the tail of the evaluation log."""
-    events = session.scalars(
-        select(SubmissionEvent)
-        .where(SubmissionEvent.submission_id == submission.id)
-        .order_by(SubmissionEvent.at, SubmissionEvent.id)
-    ).all()
+    events = submission_events(session=session, submission_id=submission.id)
     text, size, truncated = read_tail(
         storage.evaluation_log_path(settings, submission.id),
         max(0, min(tail_bytes, MAX_LOG_TAIL_BYTES)),

@@ -100,19 +100,27 @@ def list_user_models(*, session: Session, user: User) -> Sequence[Model]:
     ).all()
 
 
+def published_submission_clause() -> Any:
+    """SQL condition on `Submission`: it has an entry on a public benchmark's leaderboard."""
+    return (
+        exists()
+        .where(
+            LeaderboardEntry.submission_id == Submission.id,
+            Leaderboard.id == LeaderboardEntry.leaderboard_id,
+            Benchmark.id == Leaderboard.benchmark_id,
+            Benchmark.private.is_(False),
+        )
+        .correlate(Submission)
+    )
+
+
 def is_published(*, session: Session, model_id: str) -> bool:
     """True once a submission of the model has an entry on a public benchmark's leaderboard."""
     return bool(
         session.scalar(
             select(
                 exists()
-                .where(
-                    Submission.model_id == model_id,
-                    LeaderboardEntry.submission_id == Submission.id,
-                    Leaderboard.id == LeaderboardEntry.leaderboard_id,
-                    Benchmark.id == Leaderboard.benchmark_id,
-                    Benchmark.private.is_(False),
-                )
+                .where(Submission.model_id == model_id, published_submission_clause())
                 .correlate(None)
             )
         )

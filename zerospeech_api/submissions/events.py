@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zerospeech_api.db.tables import Submission, SubmissionEvent, SubmissionStatus, utcnow
@@ -28,3 +31,12 @@ def set_status(
 def log_event(*, session: Session, submission_id: str, message: str) -> None:
     """Add a message to the submission's log without changing its status."""
     session.add(SubmissionEvent(submission_id=submission_id, at=utcnow(), message=message))
+
+
+def submission_events(*, session: Session, submission_id: str) -> Sequence[SubmissionEvent]:
+    """The submission's log, oldest first."""
+    return session.scalars(
+        select(SubmissionEvent)
+        .where(SubmissionEvent.submission_id == submission_id)
+        .order_by(SubmissionEvent.at, SubmissionEvent.id)
+    ).all()

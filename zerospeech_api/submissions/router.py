@@ -58,7 +58,7 @@ def create_submission(
 @router.get("/users/{username}/submissions/list", response_model=SubmissionList)
 def list_submissions(owner: PathUser, session: SessionDep) -> dict[str, Any]:
     """The user's submissions, newest first (the user themselves or an admin)."""
-    found = service.list_submissions(session=session, user=owner)
+    found = service.list_submissions(session=session, user=owner, with_parts=True)
     return {"submissions": [service.submission_view(s, full=True) for s in found]}
 
 

@@ -10,14 +10,12 @@ import shutil
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, selectinload
 
 from zerospeech_api.benchmarks import service as benchmarks
 from zerospeech_api.db.tables import (
     Benchmark,
-    Leaderboard,
-    LeaderboardEntry,
     Submission,
     SubmissionPart,
     SubmissionStatus,
@@ -77,13 +75,6 @@ def check_md5(value: str, what: str) -> str:
     return digest
 
 
-def _safe(name: str) -> str:
-    try:
-        return storage.check_name(name)
-    except storage.UnsafeName as exc:
-        raise BadRequest(str(exc)) from None
-
-
 def _parts_from_request(
     data: SubmissionCreate, *, archive_hash: str, settings: Settings, benchmark: Benchmark
 ) -> list[SubmissionPart]:
@@ -99,7 +90,7 @@ def _parts_from_request(
     seen: set[str] = set()
     parts = []
     for position, entry in enumerate(data.index):
-        name = _safe(entry.filename)
+        name = storage.check_name(entry.filename)
         if name in seen:
             raise BadRequest(DUPLICATE_PART.format(name=name))
         seen.add(name)
@@ -133,12 +124,9 @@ def create_submission(
     model = models.get_model(session=session, model_id=data.model_id)
     if model.user_id != owner.id:
         raise Forbidden(MODEL_NOT_YOURS.format(id=model.id))
-    filename = _safe(data.filename)
+    filename = storage.check_name(data.filename)
     archive_hash = check_md5(data.hash, "hash")
-    try:
-        leaderboard = storage.check_entry_path(data.leaderboard)
-    except storage.UnsafeName as exc:
-        raise BadRequest(str(exc)) from None
+    leaderboard = storage.check_entry_path(data.leaderboard)
     parts = _parts_from_request(
         data, archive_hash=archive_hash, settings=settings, benchmark=benchmark
     )
@@ -195,24 +183,13 @@ def owned_submission(*, session: Session, submission_id: str, user: User) -> Sub
     return submission
 
 
-def _published_clause() -> Any:
-    return (
-        exists()
-        .where(
-            LeaderboardEntry.submission_id == Submission.id,
-            Leaderboard.id == LeaderboardEntry.leaderboard_id,
-            Benchmark.id == Leaderboard.benchmark_id,
-            Benchmark.private.is_(False),
-        )
-        .correlate(Submission)
-    )
-
-
 def is_published(*, session: Session, submission_id: str) -> bool:
     """True once the submission has an entry on a public benchmark's leaderboard."""
     return bool(
         session.scalar(
-            select(Submission.id).where(Submission.id == submission_id, _published_clause())
+            select(Submission.id).where(
+                Submission.id == submission_id, models.published_submission_clause()
+            )
         )
     )
 
@@ -240,9 +217,13 @@ def list_submissions(
     benchmark_id: str | None = None,
     status: str | None = None,
     published_only: bool = False,
+    with_parts: bool = False,
 ) -> Sequence[Submission]:
-    """Submissions matching every given filter, newest first."""
+    """Submissions matching every given filter, newest first; `with_parts` loads their parts in
+    one query (for the full view)."""
     query = select(Submission).order_by(Submission.created_at.desc(), Submission.id)
+    if with_parts:
+        query = query.options(selectinload(Submission.parts))
     if user is not None:
         query = query.where(Submission.user_id == user.id)
     if model_id is not None:
@@ -252,7 +233,7 @@ def list_submissions(
     if status is not None:
         query = query.where(Submission.status == status)
     if published_only:
-        query = query.where(_published_clause())
+        query = query.where(models.published_submission_clause())
     return session.scalars(query).all()
 
 
@@ -263,7 +244,10 @@ def model_submissions(
     model is published; returns them and whether the full view applies."""
     model = models.readable_model(session=session, model_id=model_id, user=user)
     full = models.can_manage(model, user)
-    return list_submissions(session=session, model_id=model.id, published_only=not full), full
+    found = list_submissions(
+        session=session, model_id=model.id, published_only=not full, with_parts=full
+    )
+    return found, full
 
 
 def submission_view(submission: Submission, *, full: bool) -> dict[str, Any]:

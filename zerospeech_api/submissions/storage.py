@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+from zerospeech_api.errors import BadRequest
 from zerospeech_api.settings import Settings
 
 _ID_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
@@ -26,8 +27,8 @@ BAD_ENTRY_PATH = (
 )
 
 
-class UnsafeName(ValueError):
-    """A client-sent name that is not allowed (the message says why)."""
+class UnsafeName(BadRequest, ValueError):
+    """A client-sent name that is not allowed (the message says why; a 400 for the API)."""
 
 
 def is_safe_name(name: str) -> bool:

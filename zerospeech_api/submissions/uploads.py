@@ -36,6 +36,7 @@ from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage
 from zerospeech_api.submissions.events import log_event
 from zerospeech_api.submissions.service import (
+    NO_SUBMISSION,
     REQUEST_OVERHEAD,
     get_submission,
     owned_submission,
@@ -94,10 +95,7 @@ def plan_upload(
     submission = owned_submission(session=session, submission_id=submission_id, user=user)
     if submission.status != SubmissionStatus.UPLOADING:
         raise Conflict(NOT_UPLOADING.format(id=submission.id, status=submission.status))
-    try:
-        storage.check_name(part_name)
-    except storage.UnsafeName as exc:
-        raise BadRequest(str(exc)) from None
+    storage.check_name(part_name)
     part = next((p for p in submission.parts if p.filename == part_name), None)
     if part is None:
         raise BadRequest(NOT_IN_INDEX.format(name=part_name, id=submission.id))
@@ -176,12 +174,9 @@ class ReceivedFile:
 
     def discard(self) -> None:
         """Close and delete the temp file if it is still there (idempotent)."""
-        with self._lock:
-            if not self.closed:
-                self.closed = True
-                self._file.close()
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+        self.release()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
 
     def release(self) -> None:
         """Close the file (and its lock) after it was moved into place."""
@@ -399,7 +394,7 @@ def store_part(
             select(Submission).where(Submission.id == target.submission_id).with_for_update()
         )
         if submission is None:
-            raise NotFound(f"no submission {target.submission_id}")
+            raise NotFound(NO_SUBMISSION.format(id=target.submission_id))
         if submission.status != SubmissionStatus.UPLOADING:
             raise Conflict(NOT_UPLOADING.format(id=submission.id, status=submission.status))
         parts = session.scalars(
