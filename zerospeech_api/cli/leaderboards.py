@@ -130,9 +130,7 @@ def show(ctx: CliContext, label: str, top: int) -> None:
                 service.dotted_get(e, lb.sort_key),
                 e.get("submission_id"),
                 e.get("submitted_by"),
-                (e.get("publication") or {}).get("author_short")
-                if isinstance(e.get("publication"), dict)
-                else None,
+                service.dotted_get(e, "publication.author_short"),
             )
             for e in compiled["data"][: max(0, top)]
         ]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy import ColumnElement, Select, and_, select, update
 from sqlalchemy.orm import Session
 
 from zerospeech_api.db.engine import Database
@@ -57,10 +58,42 @@ def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+def _awaiting_promotion(what: Any) -> Select:
+    """Select `what` from the `uploaded` submissions of auto-evaluating benchmarks."""
+    return (
+        select(what)
+        .join(Benchmark, Benchmark.id == Submission.benchmark_id)
+        .where(Submission.status == SubmissionStatus.UPLOADED, Benchmark.auto_eval.is_(True))
+    )
+
+
+def _queued() -> ColumnElement[bool]:
+    return Job.state == JobState.QUEUED
+
+
+def _expired(now: dt.datetime) -> ColumnElement[bool]:
+    return and_(Job.state == JobState.RUNNING, Job.lease_expires_at < now)
+
+
 def _active_job(session: Session, submission_id: str) -> Job | None:
     return session.scalar(
         select(Job).where(Job.submission_id == submission_id, Job.state.in_(ACTIVE_STATES))
     )
+
+
+def _queue(session: Session, submission: Submission, *, max_attempts: int, reason: str) -> Job:
+    """Add a queued job for the submission and set it `queued`."""
+    job = Job(
+        submission_id=submission.id,
+        state=JobState.QUEUED,
+        attempts=0,
+        max_attempts=max_attempts,
+    )
+    session.add(job)
+    set_status(
+        session=session, submission=submission, status=SubmissionStatus.QUEUED, reason=reason
+    )
+    return job
 
 
 def enqueue(*, session: Session, submission_id: str, max_attempts: int, reason: str) -> Job:
@@ -74,16 +107,7 @@ def enqueue(*, session: Session, submission_id: str, max_attempts: int, reason: 
         raise Conflict(ALREADY_QUEUED)
     if submission.status not in EVALUABLE:
         raise Conflict(f"{NOT_EVALUABLE} (status is {submission.status})")
-    job = Job(
-        submission_id=submission_id,
-        state=JobState.QUEUED,
-        attempts=0,
-        max_attempts=max_attempts,
-    )
-    session.add(job)
-    set_status(
-        session=session, submission=submission, status=SubmissionStatus.QUEUED, reason=reason
-    )
+    job = _queue(session, submission, max_attempts=max_attempts, reason=reason)
     session.flush()
     return job
 
@@ -100,31 +124,16 @@ class Pending:
 def pending(*, db: Database) -> Pending:
     """Cheap read-only look, so idle workers never take SQLite's write lock just to poll."""
     with db.session(read_only=True) as session:
-        uploaded = session.scalar(
-            select(Submission.id)
-            .join(Benchmark, Benchmark.id == Submission.benchmark_id)
-            .where(Submission.status == SubmissionStatus.UPLOADED, Benchmark.auto_eval.is_(True))
-            .limit(1)
-        )
-        expired = session.scalar(
-            select(Job.id)
-            .where(Job.state == JobState.RUNNING, Job.lease_expires_at < utcnow())
-            .limit(1)
-        )
-        queued = session.scalar(select(Job.id).where(Job.state == JobState.QUEUED).limit(1))
+        uploaded = session.scalar(_awaiting_promotion(Submission.id).limit(1))
+        expired = session.scalar(select(Job.id).where(_expired(utcnow())).limit(1))
+        queued = session.scalar(select(Job.id).where(_queued()).limit(1))
     return Pending(uploaded is not None, expired is not None, queued is not None)
 
 
 def promote_uploaded(*, db: Database, max_attempts: int, limit: int = 100) -> list[str]:
     """Queue the `uploaded` submissions of auto-evaluating benchmarks; safe to run concurrently."""
     with db.transaction() as session:
-        query = (
-            select(Submission)
-            .join(Benchmark, Benchmark.id == Submission.benchmark_id)
-            .where(Submission.status == SubmissionStatus.UPLOADED, Benchmark.auto_eval.is_(True))
-            .order_by(Submission.updated_at)
-            .limit(limit)
-        )
+        query = _awaiting_promotion(Submission).order_by(Submission.updated_at).limit(limit)
         if _is_postgres(session):
             # Lock only the submission rows; rows another worker holds are skipped, and a row
             # already moved on is re-checked against the WHERE after the lock (READ COMMITTED).
@@ -133,18 +142,10 @@ def promote_uploaded(*, db: Database, max_attempts: int, limit: int = 100) -> li
         for submission in session.scalars(query).all():
             if _active_job(session, submission.id) is not None:
                 continue
-            session.add(
-                Job(
-                    submission_id=submission.id,
-                    state=JobState.QUEUED,
-                    attempts=0,
-                    max_attempts=max_attempts,
-                )
-            )
-            set_status(
-                session=session,
-                submission=submission,
-                status=SubmissionStatus.QUEUED,
+            _queue(
+                session,
+                submission,
+                max_attempts=max_attempts,
                 reason="benchmark evaluates automatically",
             )
             promoted.append(submission.id)
@@ -155,7 +156,7 @@ def claim(*, db: Database, owner: str, lease_seconds: int) -> Claimed | None:
     """Take the oldest queued job with a lease and set its submission `evaluating`, or None."""
     for _ in range(20):  # skip over jobs whose submission moved on (cancelled) meanwhile
         with db.transaction() as session:
-            query = select(Job).where(Job.state == JobState.QUEUED).order_by(Job.id).limit(1)
+            query = select(Job).where(_queued()).order_by(Job.id).limit(1)
             if _is_postgres(session):
                 query = query.with_for_update(skip_locked=True)
             job = session.scalar(query)
@@ -164,7 +165,7 @@ def claim(*, db: Database, owner: str, lease_seconds: int) -> Claimed | None:
             now = utcnow()
             taken = session.execute(
                 update(Job)
-                .where(Job.id == job.id, Job.state == JobState.QUEUED)
+                .where(Job.id == job.id, _queued())
                 .values(
                     state=JobState.RUNNING,
                     lease_owner=owner,
@@ -201,17 +202,27 @@ def _owned(job_id: int, owner: str) -> ColumnElement[bool]:
     return and_(Job.id == job_id, Job.state == JobState.RUNNING, Job.lease_owner == owner)
 
 
+def _update_owned(session: Session, job_id: int, owner: str, **values: Any) -> bool:
+    """Update the job only while this owner still holds its lease; True if it did."""
+    return (
+        session.execute(
+            update(Job)
+            .where(_owned(job_id, owner))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
+
+
 def renew(*, db: Database, job_id: int, owner: str, lease_seconds: int) -> bool:
     """Extend the lease; False means the worker lost the job and must stop without writing."""
     with db.transaction() as session:
-        return (
-            session.execute(
-                update(Job)
-                .where(_owned(job_id, owner))
-                .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            == 1
+        return _update_owned(
+            session,
+            job_id,
+            owner,
+            lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds),
         )
 
 
@@ -223,7 +234,7 @@ def requeue_expired(*, db: Database) -> list[tuple[str, str]]:
     changed: list[tuple[str, str]] = []
     with db.transaction() as session:
         now = utcnow()
-        query = select(Job).where(Job.state == JobState.RUNNING, Job.lease_expires_at < now)
+        query = select(Job).where(_expired(now))
         if _is_postgres(session):
             query = query.with_for_update(skip_locked=True)
         for job in session.scalars(query).all():
@@ -231,12 +242,7 @@ def requeue_expired(*, db: Database) -> list[tuple[str, str]]:
             give_up = job.attempts >= job.max_attempts
             moved = session.execute(
                 update(Job)
-                .where(
-                    Job.id == job.id,
-                    Job.state == JobState.RUNNING,
-                    Job.lease_owner == job.lease_owner,
-                    Job.lease_expires_at < now,
-                )
+                .where(Job.id == job.id, _expired(now), Job.lease_owner == job.lease_owner)
                 .values(
                     state=JobState.FAILED if give_up else JobState.QUEUED,
                     lease_owner=None,
@@ -250,40 +256,29 @@ def requeue_expired(*, db: Database) -> list[tuple[str, str]]:
             ).rowcount
             if moved != 1 or submission is None:
                 continue
-            if give_up:
-                set_status(
-                    session=session,
-                    submission=submission,
-                    status=SubmissionStatus.FAILED,
-                    reason=TOO_MANY_ATTEMPTS.format(n=job.attempts),
-                )
-                changed.append((submission.id, SubmissionStatus.FAILED))
-            else:
-                set_status(
-                    session=session,
-                    submission=submission,
-                    status=SubmissionStatus.QUEUED,
-                    reason=f"re-queued: {LEASE_EXPIRED} (attempt {job.attempts})",
-                )
-                changed.append((submission.id, SubmissionStatus.QUEUED))
+            status = SubmissionStatus.FAILED if give_up else SubmissionStatus.QUEUED
+            reason = (
+                TOO_MANY_ATTEMPTS.format(n=job.attempts)
+                if give_up
+                else f"re-queued: {LEASE_EXPIRED} (attempt {job.attempts})"
+            )
+            set_status(session=session, submission=submission, status=status, reason=reason)
+            changed.append((submission.id, status))
     return changed
 
 
 def release(*, db: Database, job_id: int, owner: str, reason: str) -> bool:
     """Give a job back without counting the attempt (graceful worker stop)."""
     with db.transaction() as session:
-        moved = session.execute(
-            update(Job)
-            .where(_owned(job_id, owner))
-            .values(
-                state=JobState.QUEUED,
-                lease_owner=None,
-                lease_expires_at=None,
-                attempts=Job.attempts - 1,
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if moved != 1:
+        if not _update_owned(
+            session,
+            job_id,
+            owner,
+            state=JobState.QUEUED,
+            lease_owner=None,
+            lease_expires_at=None,
+            attempts=Job.attempts - 1,
+        ):
             return False
         job = session.get(Job, job_id)
         submission = session.get(Submission, job.submission_id) if job else None
@@ -315,21 +310,18 @@ def finish(
     if status not in FINAL:
         raise ValueError(f"not a final status: {status}")
     now = utcnow()
-    moved = session.execute(
-        update(Job)
-        .where(_owned(job_id, owner))
-        .values(
-            state=JobState.DONE if status == SubmissionStatus.COMPLETED else JobState.FAILED,
-            lease_owner=None,
-            lease_expires_at=None,
-            finished_at=now,
-            exit_code=exit_code,
-            duration_seconds=duration,
-            last_error=None if status == SubmissionStatus.COMPLETED else reason[:2000],
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if moved != 1:
+    if not _update_owned(
+        session,
+        job_id,
+        owner,
+        state=JobState.DONE if status == SubmissionStatus.COMPLETED else JobState.FAILED,
+        lease_owner=None,
+        lease_expires_at=None,
+        finished_at=now,
+        exit_code=exit_code,
+        duration_seconds=duration,
+        last_error=None if status == SubmissionStatus.COMPLETED else reason[:2000],
+    ):
         return None
     job = session.get(Job, job_id)
     submission = session.get(Submission, job.submission_id) if job else None
@@ -343,22 +335,3 @@ def finish(
     )
     set_status(session=session, submission=submission, status=status, reason=reason)
     return submission
-
-
-def fail(
-    *, db: Database, job_id: int, owner: str, reason: str, status: SubmissionStatus, duration: float
-) -> Submission | None:
-    """Finish a job as failed or invalid in its own transaction (no entry is published)."""
-    with db.transaction() as session:
-        submission = finish(
-            session=session,
-            job_id=job_id,
-            owner=owner,
-            status=status,
-            reason=reason,
-            exit_code=None,
-            duration=duration,
-        )
-        if submission is not None:
-            session.expunge(submission)
-        return submission

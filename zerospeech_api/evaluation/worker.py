@@ -206,14 +206,11 @@ class Worker:
         sink.line(f"attempt {claimed.attempt} by worker {self.identity}")
         unpacked = storage.unpacked_dir(s, sid)
         workdir = storage.submission_dir(s, sid) / "work"
+        cancelled: Cancelled | None = None
         try:
             outcome = self._evaluate(claimed, heartbeat, sink, unpacked, workdir)
         except Cancelled as exc:
-            sink.close()
-            heartbeat.stop()
-            self._cleanup(unpacked, workdir)
-            self._cancelled(claimed, heartbeat, str(exc))
-            return
+            cancelled = exc
         except Exception as exc:
             log.exception("submission %s: evaluation error", sid)
             outcome = Outcome(
@@ -223,6 +220,9 @@ class Worker:
         sink.close()
         heartbeat.stop()
         self._cleanup(unpacked, workdir)
+        if cancelled is not None:
+            self._cancelled(claimed, heartbeat, str(cancelled))
+            return
         if heartbeat.lost:
             log.warning("submission %s: %s; result discarded", sid, LEASE_LOST)
             return

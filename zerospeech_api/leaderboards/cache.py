@@ -48,6 +48,11 @@ def encode(document: dict[str, Any]) -> bytes:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def etag_of(body: bytes) -> str:
+    """Strong ETag of a response body."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
 class LeaderboardCache:
     """Thread-safe per-process cache of compiled public leaderboards."""
 
@@ -79,8 +84,7 @@ class LeaderboardCache:
             leaderboard = service.get_leaderboard(session=session, label=label)
             document = service.compile_leaderboard(session=session, leaderboard=leaderboard)
         body = encode(document)
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        item = Compiled(label, version, document, body, etag, now)
+        item = Compiled(label, version, document, body, etag_of(body), now)
         with self._lock:
             self._items[label] = item
         return item

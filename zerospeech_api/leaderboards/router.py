@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
@@ -11,7 +9,7 @@ from zerospeech_api.db.tables import Benchmark, Leaderboard
 from zerospeech_api.deps import SessionDep
 from zerospeech_api.errors import NotFound
 from zerospeech_api.leaderboards import service
-from zerospeech_api.leaderboards.cache import Compiled, LeaderboardCache, encode
+from zerospeech_api.leaderboards.cache import Compiled, LeaderboardCache, encode, etag_of
 from zerospeech_api.leaderboards.schemas import LeaderboardDocument, LeaderboardInfo
 
 router = APIRouter(tags=["leaderboards"])
@@ -54,8 +52,7 @@ def cached_response(request: Request, body: bytes, etag: str, media_type: str) -
 
 def _json_response(request: Request, value: object) -> Response:
     body = encode(value)  # type: ignore[arg-type]
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    return cached_response(request, body, etag, "application/json")
+    return cached_response(request, body, etag_of(body), "application/json")
 
 
 def _info(leaderboard: Leaderboard, entries: int) -> LeaderboardInfo:

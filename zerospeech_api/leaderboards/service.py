@@ -24,6 +24,7 @@ from zerospeech_api.db.tables import (
 )
 from zerospeech_api.errors import BadRequest, Conflict, NotFound
 from zerospeech_api.evaluation.evaluators import (
+    MAX_ENTRY_BYTES,
     EntryError,
     entry_for,
     parse_entry,
@@ -142,6 +143,18 @@ def _lock(session: Session, leaderboard_id: int) -> Leaderboard:
     ).one()
 
 
+def _new_entry(
+    leaderboard: Leaderboard, submission_id: str | None, data: dict, now: dt.datetime
+) -> LeaderboardEntry:
+    return LeaderboardEntry(
+        leaderboard_id=leaderboard.id,
+        submission_id=submission_id,
+        data=data,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def _put(session: Session, leaderboard: Leaderboard, submission_id: str, data: dict) -> None:
     now = utcnow()
     existing = session.scalar(
@@ -151,15 +164,7 @@ def _put(session: Session, leaderboard: Leaderboard, submission_id: str, data: d
         )
     )
     if existing is None:
-        session.add(
-            LeaderboardEntry(
-                leaderboard_id=leaderboard.id,
-                submission_id=submission_id,
-                data=data,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        session.add(_new_entry(leaderboard, submission_id, data, now))
     else:
         existing.data = data
         existing.updated_at = now
@@ -374,15 +379,7 @@ def import_entries(
     now = utcnow()
     for entry in entries:
         data = {k: v for k, v in entry.items() if k != "index"}
-        session.add(
-            LeaderboardEntry(
-                leaderboard_id=leaderboard.id,
-                submission_id=None,
-                data=data,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        session.add(_new_entry(leaderboard, None, data, now))
         if progress:
             progress(1)
     leaderboard.updated_at = now
@@ -398,7 +395,11 @@ def collect_entry(
         return found
     archive = storage.archive_path(settings, submission.id)
     try:
-        raw = read_member(archive, entry_path, max_bytes=10_000_000) if archive.is_file() else None
+        raw = (
+            read_member(archive, entry_path, max_bytes=MAX_ENTRY_BYTES)
+            if archive.is_file()
+            else None
+        )
         return stamp(parse_entry(raw), submission_facts(submission)) if raw else None
     except (UnpackError, EntryError):
         return None
@@ -452,7 +453,3 @@ def submissions_to_rebuild(*, session: Session, label: str) -> int:
             Submission.status == SubmissionStatus.COMPLETED,
         )
     )
-
-
-def iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None
