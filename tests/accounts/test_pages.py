@@ -7,8 +7,8 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.accounts.outbox import wait_for_mail
 from tests.helpers.builders import DEFAULT_PASSWORD, make_user
+from tests.helpers.outbox import wait_for_mail
 from zerospeech_api.accounts import pages, service
 from zerospeech_api.db.engine import Database
 from zerospeech_api.mail import outbox_dir

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.accounts.outbox import wait_for_mail
 from tests.helpers.builders import DEFAULT_PASSWORD, bearer, make_user
+from tests.helpers.outbox import wait_for_mail
 from zerospeech_api.accounts import service
 from zerospeech_api.accounts.schemas import USERNAME_RULE
 from zerospeech_api.accounts.sessions import INVALID_TOKEN

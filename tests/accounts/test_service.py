@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy import select, update
 
-from tests.accounts.outbox import read_mails
 from tests.helpers.builders import DEFAULT_PASSWORD, make_user
+from tests.helpers.outbox import read_mails
 from zerospeech_api.accounts import service
 from zerospeech_api.accounts.schemas import ProfileUpdate, SignupRequest
 from zerospeech_api.accounts.sessions import authenticate, open_session, open_session_count

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.accounts.outbox import read_mails
 from tests.conftest import FAST_HASH
 from tests.helpers.builders import bearer, make_user
+from tests.helpers.outbox import read_mails
 from tests.helpers.processes import cli_command
 from tests.helpers.server import write_env
 from zerospeech_api.accounts import service

@@ -18,7 +18,8 @@ import jwt
 import pytest
 from sqlalchemy import func, select
 
-from tests.accounts.outbox import Mail, wait_for_mail
+from tests.helpers.outbox import Mail, wait_for_mail
+from tests.helpers.processes import wait_for
 from tests.helpers.server import Server
 from zerospeech_api.accounts import service
 from zerospeech_api.accounts.sessions import INVALID_TOKEN
@@ -209,13 +210,12 @@ def test_account_lifecycle(make_server: Callable[..., Server]) -> None:
 def _pid_of(server: Server, request_id: str, timeout: float = 10) -> int:
     """The worker pid that logged the request (polls: the log line lands asynchronously)."""
     pattern = re.compile(rf"\[(\d+)\] uvicorn\.access rid={re.escape(request_id)} ")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        match = pattern.search(server.process.output())
-        if match:
-            return int(match.group(1))
-        time.sleep(0.05)
-    raise AssertionError(f"request {request_id} not in the log")
+    match = wait_for(
+        lambda: pattern.search(server.process.output()),
+        timeout=timeout,
+        what=f"request {request_id} in the log",
+    )
+    return int(match.group(1))
 
 
 def _pinned_clients(server: Server, per_worker: int = 1, workers: int = 2) -> list[httpx.Client]:

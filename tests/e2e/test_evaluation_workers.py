@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers.builders import bearer, make_user
 from tests.helpers.evaluation import (
+    events_of,
     make_benchmark,
     make_evaluator,
     make_leaderboard,
@@ -81,15 +82,6 @@ def evaluator_script(tmp_path: Path, body: str) -> str:
     path = tmp_path / "evaluator.py"
     path.write_text(body)
     return f"{sys.executable} {path} {{input}} {{output}}"
-
-
-def events(db: Database, submission_id: str) -> list[SubmissionEvent]:
-    with db.session(read_only=True) as session:
-        return list(
-            session.query(SubmissionEvent)
-            .filter_by(submission_id=submission_id)
-            .order_by(SubmissionEvent.id)
-        )
 
 
 def test_uploaded_scores_submission_becomes_a_ranked_public_entry(site: Site) -> None:
@@ -211,7 +203,7 @@ def test_unsafe_archives_end_invalid_and_write_nothing_outside(site: Site) -> No
     site.worker(ZR_MAX_UNPACKED_BYTES="1000000")
     for sid in ids.values():
         wait_for(lambda sid=sid: status_of(db, sid) == "invalid", what=f"{sid} invalid")
-    reasons = {name: events(db, sid)[-1].message for name, sid in ids.items()}
+    reasons = {name: events_of(db, sid)[-1].message for name, sid in ids.items()}
     assert "'..'" in reasons["dotdot"]
     assert "absolute path" in reasons["absolute"]
     assert "symbolic link" in reasons["symlink"]
@@ -266,7 +258,7 @@ def test_kill_9_mid_job_is_rerun_by_another_worker_and_completes_once(site: Site
         (job,) = session.query(Job).all()
         assert job.state == JobState.DONE and job.attempts == 2
         assert session.query(LeaderboardEntry).filter_by(submission_id=sid).count() == 1
-    statuses = [e.status for e in events(db, sid) if e.status]
+    statuses = [e.status for e in events_of(db, sid) if e.status]
     assert statuses.count("completed") == 1
     assert "queued" in statuses[statuses.index("evaluating") :]  # re-queued after the kill
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from tests.helpers.builders import DEFAULT_PASSWORD, bearer, make_user
+from tests.helpers.evaluation import events_of
 from tests.helpers.processes import cli_command, wait_for
 from tests.helpers.server import Server, write_env
 from tests.helpers.zrc import (
@@ -88,14 +88,7 @@ class Site:
         )
 
     def events(self, submission_id: str) -> list[SubmissionEvent]:
-        with self.db.session(read_only=True) as session:
-            return list(
-                session.scalars(
-                    select(SubmissionEvent)
-                    .where(SubmissionEvent.submission_id == submission_id)
-                    .order_by(SubmissionEvent.id)
-                )
-            )
+        return events_of(self.db, submission_id)
 
     def tmp_files(self) -> list[str]:
         tmp = storage.tmp_dir(self.settings)

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.builders import DEFAULT_PASSWORD, make_user
+from tests.helpers.processes import wait_for
 from tests.helpers.server import Server
 from tests.helpers.zrc import make_archive, md5_file
 from zerospeech_api.db.engine import Database
@@ -148,26 +149,27 @@ def run_client(python: Path, home: Path, url: str, **args: object) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _setup(make_server: Callable[..., Server], tmp_path: Path) -> tuple[Server, Database, dict]:
+def _setup(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> tuple[Server, Database, Settings, Path, dict[str, str]]:
+    """A server, its database and settings, a HOME for the client and the user's credentials."""
     server = make_server(workers=2)
     settings = Settings(_env_file=None, data_dir=tmp_path / "data", secret_key="x" * 40)  # type: ignore[call-arg]
     db = Database(settings.database)
     user = make_user(db, settings, username="ada_l", email="ada@example.org")
     login = {"login": user.email, "password": DEFAULT_PASSWORD}
-    return server, db, {"settings": settings, **login}
+    return server, db, settings, _client_home(tmp_path), login
 
 
 def test_official_client_multipart_upload_and_resume(
     zrc_python: Path, make_server: Callable[..., Server], tmp_path: Path
 ) -> None:
-    server, db, ctx = _setup(make_server, tmp_path)
-    settings: Settings = ctx.pop("settings")
-    home = _client_home(tmp_path)
+    server, db, settings, home, login = _setup(make_server, tmp_path)
     archive = make_archive(tmp_path / "my_submission.zip", payload_bytes=200_000)
     try:
         first = run_client(
             zrc_python, home, server.url, mode="submit", archive=str(archive), multipart=True,
-            part_size=PART_SIZE, stop_after=2, **ctx,
+            part_size=PART_SIZE, stop_after=2, **login,
         )  # fmt: skip
         assert first["username"] == "ada_l" and first["status_before"] == "uploading"
         assert [s["answer"]["completed"] for s in first["sent"]] == [False, False]
@@ -175,15 +177,13 @@ def test_official_client_multipart_upload_and_resume(
         # A later process, a new login: the client resumes from its own resume file.
         second = run_client(
             zrc_python, home, server.url, mode="resume", archive=str(archive),
-            submission_id=submission_id, **ctx,
+            submission_id=submission_id, **login,
         )  # fmt: skip
         assert second["status_before"] == "uploading"
         assert second["sent"][-1]["answer"] == {"completed": True, "remaining": []}
         assert len(first["sent"]) + len(second["sent"]) == 4
         final = storage.archive_path(settings, submission_id)
-        deadline = time.monotonic() + 30
-        while not final.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(final.exists, timeout=30, what="the joined archive")
         assert md5_file(final) == md5_file(archive)
     finally:
         db.dispose()
@@ -192,20 +192,16 @@ def test_official_client_multipart_upload_and_resume(
 def test_official_client_single_part_upload(
     zrc_python: Path, make_server: Callable[..., Server], tmp_path: Path
 ) -> None:
-    server, db, ctx = _setup(make_server, tmp_path)
-    settings: Settings = ctx.pop("settings")
-    home = _client_home(tmp_path)
+    server, db, settings, home, login = _setup(make_server, tmp_path)
     archive = make_archive(tmp_path / "single.zip", payload_bytes=80_000)
     try:
         result = run_client(
             zrc_python, home, server.url, mode="submit", archive=str(archive), multipart=False,
-            part_size=PART_SIZE, **ctx,
+            part_size=PART_SIZE, **login,
         )  # fmt: skip
         assert result["sent"][0]["answer"] == {"completed": True, "remaining": []}
         final = storage.archive_path(settings, result["submission_id"])
-        deadline = time.monotonic() + 30
-        while not final.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(final.exists, timeout=30, what="the joined archive")
         assert md5_file(final) == md5_file(archive)
     finally:
         db.dispose()

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from tests.helpers.builders import make_user
-from tests.helpers.evaluation import make_benchmark, make_submission, status_of
-from zerospeech_api.db.tables import Job, JobState, SubmissionEvent, SubmissionStatus
+from tests.helpers.evaluation import events_of, make_benchmark, make_submission, status_of
+from zerospeech_api.db.tables import Job, JobState, SubmissionStatus
 from zerospeech_api.errors import Conflict
 from zerospeech_api.evaluation import jobs
 
@@ -142,8 +142,7 @@ def test_after_max_attempts_the_job_and_submission_fail_with_a_reason(db, upload
     (job,) = job_rows(db)
     assert job.state == JobState.FAILED and job.attempts == 2
     assert job.last_error == jobs.TOO_MANY_ATTEMPTS.format(n=2)
-    with db.session(read_only=True) as session:
-        last = session.query(SubmissionEvent).filter_by(submission_id=sid).all()[-1]
+    last = events_of(db, sid)[-1]
     assert last.status == "failed" and "2 attempts" in last.message
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.helpers.builders import make_user
 from tests.helpers.evaluation import (
+    events_of,
     make_benchmark,
     make_leaderboard,
     make_submission,
@@ -13,7 +14,7 @@ from tests.helpers.evaluation import (
     wait_for,
     zip_bytes,
 )
-from zerospeech_api.db.tables import LeaderboardEntry, SubmissionEvent
+from zerospeech_api.db.tables import LeaderboardEntry
 from zerospeech_api.evaluation.worker import Worker
 
 
@@ -33,7 +34,7 @@ def test_scores_submission_is_published_stamped(settings, db) -> None:
     assert status_of(db, sid) == "completed"
     with db.session(read_only=True) as session:
         entry = session.query(LeaderboardEntry).filter_by(submission_id=sid).one().data
-        statuses = [e.status for e in session.query(SubmissionEvent).filter_by(submission_id=sid)]
+    statuses = [e.status for e in events_of(db, sid)]
     assert entry["submission_id"] == sid
     assert entry["submitted_by"] == user.username
     assert entry["publication"]["author_short"] == "Lovelace (2021)"

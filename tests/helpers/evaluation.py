@@ -3,8 +3,6 @@ their archive.zip written where the upload path would put it, leaderboards, real
 
 from __future__ import annotations
 
-import email
-import email.policy
 import io
 import json
 import random
@@ -14,7 +12,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from tests.helpers.builders import make_benchmark  # noqa: F401 - re-exported for tests
+from tests.helpers.outbox import read_mails
 from tests.helpers.processes import wait_for  # noqa: F401 - re-exported for tests
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import (
@@ -23,6 +24,7 @@ from zerospeech_api.db.tables import (
     Leaderboard,
     Model,
     Submission,
+    SubmissionEvent,
     SubmissionStatus,
     User,
 )
@@ -213,21 +215,27 @@ def status_of(db: Database, submission_id: str) -> str | None:
         return submission.status if submission else None
 
 
+def events_of(db: Database, submission_id: str) -> list[SubmissionEvent]:
+    """The submission's events, oldest first (by id)."""
+    with db.session(read_only=True) as session:
+        return list(
+            session.scalars(
+                select(SubmissionEvent)
+                .where(SubmissionEvent.submission_id == submission_id)
+                .order_by(SubmissionEvent.id)
+            )
+        )
+
+
 def outbox_messages(settings_or_dir: Settings | Path) -> list[dict[str, str]]:
-    """Mails written to <data>/outbox: to, subject, decoded body."""
+    """Mails written to <data>/outbox (read by outbox.read_mails): to, subject, decoded body,
+    in file-name order."""
     folder = (
         settings_or_dir / "outbox"
         if isinstance(settings_or_dir, Path)
         else settings_or_dir.data_dir / "outbox"
     )
-    found = []
-    for path in sorted(folder.glob("*.eml")) if folder.is_dir() else []:
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        found.append(
-            {
-                "to": str(message["To"]),
-                "subject": str(message["Subject"]),
-                "body": message.get_content(),  # type: ignore[attr-defined]
-            }
-        )
-    return found
+    return [
+        {"to": mail.to, "subject": mail.subject, "body": mail.body}
+        for mail in sorted(read_mails(folder), key=lambda mail: mail.path.name)
+    ]

@@ -9,6 +9,7 @@ import time
 
 from sqlalchemy import select
 
+from tests.helpers.evaluation import status_of
 from tests.submissions.test_uploads import store, three_parts
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Submission, SubmissionEvent, SubmissionPart, SubmissionStatus
@@ -22,11 +23,6 @@ def complete_without_join(db: Database, settings: Settings) -> tuple[str, bytes]
     for name, data in zip(("s_3.zip", "s_2.zip"), (parts[2], parts[1]), strict=True):
         store(db, settings, submission_id, name, data)
     return submission_id, parts[0] + parts[1] + parts[2]
-
-
-def status_of(db: Database, submission_id: str) -> str:
-    with db.session(read_only=True) as session:
-        return session.get(Submission, submission_id).status
 
 
 def test_join_in_index_order_then_parts_are_removed(db: Database, settings: Settings) -> None:
