@@ -55,12 +55,60 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database URL on each backend."""
-    if request.param == "sqlite":
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend of a test: every database test runs on both."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL on each backend (for tests of migrations and the engine)."""
+    if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'zerospeech.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
     return cluster.create_database(f"zr_{uuid.uuid4().hex[:12]}")
+
+
+def _migrate_with_builtin_rows(url: str) -> None:
+    from zerospeech_api.bootstrap import ensure_builtin_rows
+
+    database = Database(url)
+    try:
+        upgrade(database.engine)
+        with database.transaction() as session:
+            ensure_builtin_rows(session=session)
+    finally:
+        database.dispose()  # SQLite checkpoints its WAL into the file when the last one closes
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file with the built-in rows, migrated once per test session."""
+    path = tmp_path_factory.mktemp("template") / "zerospeech.db"
+    _migrate_with_builtin_rows(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_cluster: PostgresCluster) -> str:
+    """A migrated PostgreSQL template database, migrated once per test session."""
+    name = "zr_template"
+    _migrate_with_builtin_rows(postgres_cluster.create_database(name))
+    return name
+
+
+@pytest.fixture
+def migrated_database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database with the built-in rows: a copy of the session's template, which is
+    much cheaper than migrating every test's database."""
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "zerospeech.db"
+        shutil.copyfile(template, path)
+        return f"sqlite:///{path}"
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    name = request.getfixturevalue("postgres_template")
+    return cluster.create_database(f"zr_{uuid.uuid4().hex[:12]}", template=name)
 
 
 @pytest.fixture
@@ -81,19 +129,14 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def settings(make_settings: Callable[..., Settings], database_url: str) -> Settings:
-    return make_settings(database_url=database_url)
+def settings(make_settings: Callable[..., Settings], migrated_database_url: str) -> Settings:
+    return make_settings(database_url=migrated_database_url)
 
 
 @pytest.fixture
 def db(settings: Settings) -> Iterator[Database]:
     """The migrated database of `settings` with the built-in rows."""
-    from zerospeech_api.bootstrap import ensure_builtin_rows
-
     database = Database(settings.database)
-    upgrade(database.engine)
-    with database.transaction() as session:
-        ensure_builtin_rows(session=session)
     yield database
     database.dispose()
 

@@ -65,27 +65,35 @@ class PostgresCluster:
             "start",
         )
 
-    def create_database(self, name: str) -> str:
-        """Create a database and return its SQLAlchemy URL."""
+    def url(self, name: str) -> str:
+        """The SQLAlchemy URL of database `name` on this cluster."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def create_database(self, name: str, *, template: str | None = None) -> str:
+        """Create a database (a copy of `template` when given) and return its URL."""
+        import psycopg
+
+        statement = f'CREATE DATABASE "{name}"'
+        if template is not None:
+            statement += f' TEMPLATE "{template}"'
         deadline = time.monotonic() + 10
         while True:
             try:
-                self._run(
-                    str(self.bindir / "createdb"),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    "postgres",
-                    name,
-                )
+                with psycopg.connect(
+                    host="127.0.0.1",
+                    port=self.port,
+                    user="postgres",
+                    dbname="postgres",
+                    autocommit=True,
+                ) as connection:
+                    connection.execute(statement.encode())
                 break
-            except subprocess.CalledProcessError:
+            except psycopg.OperationalError:
+                # The server is still starting, or the template is briefly in use.
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.2)
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+                time.sleep(0.1)
+        return self.url(name)
 
     def stop(self) -> None:
         try:
