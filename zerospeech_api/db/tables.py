@@ -21,7 +21,9 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+from zerospeech_api.security.inputs import name_key
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -79,6 +81,7 @@ class JobState(enum.StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # by the participant or an admin; a worker holding it stops
 
 
 class TokenPurpose(enum.StrEnum):
@@ -92,11 +95,17 @@ class EvaluatorKind(enum.StrEnum):
 
 
 class User(Base):
+    """An account. `username_key`/`email_key` hold `name_key()` of the names, kept in step by
+    the ORM: their unique indexes make names that differ only in case (any script) one name."""
+
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(32), unique=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
+    # Wider than the names: migration 0002 may append ` #<id>` to keys of old duplicates.
+    username_key: Mapped[str] = mapped_column(String(64), index=True, unique=True)
+    email_key: Mapped[str] = mapped_column(String(320), index=True, unique=True)
     first_name: Mapped[str] = mapped_column(String(100))
     last_name: Mapped[str] = mapped_column(String(100))
     affiliation: Mapped[str] = mapped_column(String(200))
@@ -105,6 +114,11 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    @validates("username", "email")
+    def _keep_key(self, name: str, value: str) -> str:
+        setattr(self, f"{name}_key", name_key(value))
+        return value
 
 
 class AuthSession(Base):
@@ -275,6 +289,9 @@ class Job(Base):
     )
     state: Mapped[str] = mapped_column(String(16), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Every claim, never decremented (a release gives back an attempt, not a claim): the claim
+    # number names the attempt's own folder, so two attempts never share a file.
+    claims: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[dt.datetime | None]
@@ -284,6 +301,22 @@ class Job(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     duration_seconds: Mapped[float | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class WorkerHeartbeat(Base):
+    """An evaluation worker process, as it last reported itself: "is any worker alive?" is a
+    query on `last_seen_at` (written with the database's clock)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # the worker's lease owner id
+    node: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime]
+    last_seen_at: Mapped[dt.datetime] = mapped_column(index=True)
+    current_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
 
 
 class Leaderboard(Base):
@@ -298,6 +331,9 @@ class Leaderboard(Base):
     sort_key: Mapped[str] = mapped_column(String(300))
     descending: Mapped[bool] = mapped_column(Boolean, default=True)
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The score columns of the web page: [{"key", "label", "format"}]; None shows every numeric
+    # score of the entries (see leaderboards/definition.py).
+    columns: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
