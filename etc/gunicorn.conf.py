@@ -29,6 +29,10 @@ accesslog = "-"
 errorlog = "-"
 
 # Not set here on purpose: bind and workers (ZR_BIND, ZR_WORKERS), so one .env stays the
-# single place for them. Examples of extra tuning:
+# single place for them. Concurrency inside each worker (ZR_THREADS, the database pool, the
+# in-flight limits answering 503 + Retry-After) also comes from the ZR_ settings and is per
+# worker: more workers means more PostgreSQL connections, workers x (ZR_DB_POOL_SIZE +
+# ZR_DB_MAX_OVERFLOW), to keep under max_connections (README: "Concurrency and overload").
+# Examples of extra tuning:
 # max_requests = 20000          # recycle workers (graceful) to bound slow memory growth
 # max_requests_jitter = 2000

@@ -97,3 +97,13 @@ def test_settings_are_frozen() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError on frozen models
         settings.workers = 9  # type: ignore[misc]
+
+
+def test_a_pool_smaller_than_the_thread_pool_is_refused_naming_the_variables() -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(Path("/nonexistent/.env"), threads=32, db_pool_size=16, db_max_overflow=4)
+    message = str(error.value)
+    assert (
+        "ZR_DB_POOL_SIZE (16) + ZR_DB_MAX_OVERFLOW (4)" in message and "ZR_THREADS (32)" in message
+    )
+    assert load_settings(Path("/nonexistent/.env"), threads=20).threads == 20

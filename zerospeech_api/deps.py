@@ -1,18 +1,30 @@
-"""Request-scoped dependencies as `Annotated` aliases: settings, DB session, current user."""
+"""Request-scoped dependencies as `Annotated` aliases: settings, DB session, current user.
+
+A request's session holds a connection (and on SQLite, for writes, the write lock) only inside
+one thread-pool hop: every sync dependency that takes the session ends its transaction before
+its hop returns (`in_one_hop`, read-only on SQLite), and so does the route (`DatabaseRoute`,
+which commits and closes). A request waiting for a thread therefore holds no connection and no
+lock, so threads and connections cannot starve each other under a burst.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zerospeech_api.accounts.sessions import authenticate
-from zerospeech_api.db.engine import Database
+from zerospeech_api.db.engine import Database, reads_only
 from zerospeech_api.db.tables import Submission, User
 from zerospeech_api.errors import Forbidden, NotFound, Unauthorized
 from zerospeech_api.mail import Mailer
@@ -22,6 +34,10 @@ from zerospeech_api.submissions.uploads import UploadTarget, check_declared_leng
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 NOT_AUTHENTICATED = "not authenticated: send Authorization: Bearer <token>"
+HOP_MARK = "__zr_one_hop__"
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
 
@@ -38,16 +54,71 @@ def get_mailer(request: Request) -> Mailer:
     return request.app.state.mailer
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """A session committed before the response is sent; GET/HEAD sessions are read-only."""
-    db: Database = request.app.state.db
-    with db.session(read_only=request.method in READ_METHODS) as session:
+def in_one_hop(function: Callable[P, T], *, reads: bool) -> Callable[P, T]:
+    """Wrap a sync dependency (`reads=True`) or route so that the request session's transaction
+    ends in the same thread call: committed on success, rolled back on error. A route's session
+    is also closed (its objects stay loaded). Under `reads`, SQLite starts no write lock."""
+
+    @functools.wraps(function)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        sessions = [value for value in kwargs.values() if isinstance(value, Session)]
         try:
-            yield session
-            session.commit()
+            with reads_only() if reads else nullcontext():
+                result = function(*args, **kwargs)
+                for session in sessions:
+                    if session.in_transaction():
+                        session.commit()
         except BaseException:
-            session.rollback()
+            for session in sessions:
+                session.rollback()
             raise
+        finally:
+            if not reads:
+                for session in sessions:
+                    session.close()
+        return result
+
+    setattr(run, HOP_MARK, True)
+    return run
+
+
+def reads_in_one_hop(function: Callable[P, T]) -> Callable[P, T]:
+    """`in_one_hop` for dependencies: they only read, and leave no transaction open."""
+    return in_one_hop(function, reads=True)
+
+
+def _is_sync_function(endpoint: Callable[..., Any]) -> bool:
+    plain = inspect.unwrap(endpoint)
+    return not (
+        inspect.iscoroutinefunction(plain)
+        or inspect.isasyncgenfunction(plain)
+        or inspect.isgeneratorfunction(plain)
+    )
+
+
+class DatabaseRoute(APIRoute):
+    """The route class of every router: a sync route commits and closes the request session
+    in its own thread hop, before FastAPI awaits anything else."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if _is_sync_function(endpoint) and not getattr(endpoint, HOP_MARK, False):
+            endpoint = in_one_hop(endpoint, reads=False)
+        super().__init__(path, endpoint, **kwargs)
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's session; GET/HEAD sessions are read-only. Creating it opens nothing: the
+    connection is taken by the first query, inside a hop, and given back by `in_one_hop`."""
+    db: Database = request.app.state.db
+    session = db.session(read_only=request.method in READ_METHODS)
+    try:
+        yield session
+    finally:
+        if session.in_transaction():
+            # Only code outside `in_one_hop` leaves a transaction: end it off the event loop.
+            await run_in_threadpool(session.close)
+        else:
+            session.close()  # nothing to give back: no I/O
 
 
 def get_client_address(request: Request) -> str | None:
@@ -71,6 +142,7 @@ class Caller:
     jti: str
 
 
+@reads_in_one_hop
 def get_optional_caller(
     session: SessionDep, settings: SettingsDep, token: TokenDep
 ) -> Caller | None:
@@ -115,6 +187,7 @@ def require_self_or_admin(username: str, user: User) -> None:
         raise Forbidden("not allowed: this resource belongs to another user")
 
 
+@reads_in_one_hop
 def get_path_user(username: str, user: CurrentUser, session: SessionDep) -> User:
     """The user named in the path, when the caller is that user or an admin (403 otherwise)."""
     require_self_or_admin(username, user)
@@ -129,6 +202,7 @@ def get_path_user(username: str, user: CurrentUser, session: SessionDep) -> User
 PathUser = Annotated[User, Depends(get_path_user)]
 
 
+@reads_in_one_hop
 def get_owned_submission(submission_id: str, user: CurrentUser, session: SessionDep) -> Submission:
     """The submission if the caller owns it or is an admin (404 unknown, 403 someone else's)."""
     return owned_submission(session=session, submission_id=submission_id, user=user)

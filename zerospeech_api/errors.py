@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class DomainError(Exception):
     """Base of every error a user can cause; `status` is the HTTP status it maps to."""
@@ -41,6 +43,21 @@ class TooLarge(DomainError):
     status = 413
 
 
+class RequestTimeout(DomainError):
+    """The client stopped sending the body; the connection is closed after the answer."""
+
+    status = 408
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Connection": "close"})
+
+
+class InsufficientStorage(DomainError):
+    """The server's disk (or quota, or database) is full: nothing was stored, try again later."""
+
+    status = 507
+
+
 class TooManyRequests(DomainError):
     status = 429
 
@@ -48,6 +65,43 @@ class TooManyRequests(DomainError):
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
 
 
+NO_SPACE_DETAIL = (
+    "the server is out of disk space: nothing was stored; try again later (what was "
+    "acknowledged before is kept)"
+)
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+_POSTGRES_DISK_FULL = "53100"  # SQLSTATE disk_full
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """True when `exc`, or the database driver error it wraps, says the disk or quota is full."""
+    for error in (exc, getattr(exc, "orig", None)):
+        if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
+            return True
+        code = getattr(error, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == _SQLITE_FULL:
+            return True
+        if getattr(error, "sqlstate", None) == _POSTGRES_DISK_FULL:
+            return True
+    return False
+
+
+def out_of_space(exc: BaseException) -> InsufficientStorage | None:
+    """The 507 a full disk maps to wherever the server writes, or None for any other error."""
+    return InsufficientStorage(NO_SPACE_DETAIL) if is_out_of_space(exc) else None
+
+
+class ServiceUnavailable(DomainError):
+    """The server is too busy right now (no thread, connection or lock in time): retry later."""
+
+    status = 503
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+BUSY_DETAIL = "the server is busy: nothing was done; try again after Retry-After seconds"
 READ_ONLY_DETAIL = "the server is in read-only mode (maintenance): writes are refused, reads work"
 
 # Error responses declared once per router so /docs shows them on every operation.
@@ -73,5 +127,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (413, "Request too large"),
         (423, "Read-only mode"),
         (429, "Too many requests"),
+        (503, "The server is busy (nothing was done; retry after Retry-After seconds)"),
+        (507, "The server's disk is full (nothing was stored; try again later)"),
     )
 }

@@ -1,17 +1,34 @@
-"""Pure ASGI middleware: request id, body-size limit before the body is read, read-only switch."""
+"""Pure ASGI middleware: request id, security headers, HEAD, unhandled errors, body-size limit
+before the body is read, read-only switch, admission (in-flight limits)."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
 
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zerospeech_api.errors import READ_ONLY_DETAIL
+from zerospeech_api.errors import BUSY_DETAIL, READ_ONLY_DETAIL
 from zerospeech_api.logs import request_id_var
+from zerospeech_api.security.inputs import CONTROL_CHARACTER, UNSAFE_CHARACTER, describe
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# On every response: no MIME sniffing, never framed by another site, and no URL (which may hold
+# a one-time token, as /page/verify?token=... does) sent to other sites as a referrer.
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -67,6 +84,81 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+
+
+class SecurityHeadersMiddleware:
+    """Adds SECURITY_HEADERS to every response (errors, docs and static files included)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {key.lower() for key, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class HeadMiddleware:
+    """HEAD is GET without the body, on every route that has GET (monitoring probes send
+    `HEAD /health`): routed as GET, answered with the GET headers (Content-Length included)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return  # the rest of a streamed body: nothing of it is sent
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        # A copy: the server keeps reading the original scope and must still see HEAD.
+        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+
+
+class UnhandledErrorMiddleware:
+    """Renders an exception no handler took with `render` (the app's one handler for
+    unexpected errors), inside the middleware that adds request ids and security headers."""
+
+    def __init__(
+        self, app: ASGIApp, render: Callable[[Request, Exception], Awaitable[Response]]
+    ) -> None:
+        self.app = app
+        self.render = render
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise  # too late for an answer: the server closes the connection
+            response = await self.render(Request(scope, receive), exc)
+            await response(scope, receive, send)
 
 
 class BodyTooLarge(Exception):
@@ -166,4 +258,109 @@ class ReadOnlyMiddleware:
         if self.enabled and scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
             await send_json(send, 423, READ_ONLY_DETAIL)
             return
+        await self.app(scope, receive, send)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    key: bytes
+    event: anyio.Event = field(default_factory=anyio.Event)
+    admitted: bool = False
+
+
+class AdmissionMiddleware:
+    """At most `limit` requests in flight in this process, and `per_client` from one bearer
+    token (or one client address without a token); the others wait, oldest first, up to
+    `queue_seconds`, then get 503 with Retry-After. A burst from one client then queues behind
+    its own share while other callers keep getting threads."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, per_client: int, queue_seconds: float) -> None:
+        self.app = app
+        self.limit = limit
+        self.per_client = per_client
+        self.queue_seconds = queue_seconds
+        self.retry_after = str(max(1, math.ceil(queue_seconds))).encode()
+        self.in_flight = 0
+        self.by_client: dict[bytes, int] = {}
+        self.waiting: deque[_Waiter] = deque()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        key = header(scope, b"authorization") or (scope.get("client") or ("",))[0].encode()
+        if not await self._admit(key):
+            await send_json(send, 503, BUSY_DETAIL, [(b"retry-after", self.retry_after)])
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._release(key)
+
+    def _has_room(self, key: bytes) -> bool:
+        return self.in_flight < self.limit and self.by_client.get(key, 0) < self.per_client
+
+    def _take(self, key: bytes) -> None:
+        self.in_flight += 1
+        self.by_client[key] = self.by_client.get(key, 0) + 1
+
+    async def _admit(self, key: bytes) -> bool:
+        if self._has_room(key):
+            self._take(key)
+            return True
+        waiter = _Waiter(key)
+        self.waiting.append(waiter)
+        try:
+            with anyio.move_on_after(self.queue_seconds):
+                await waiter.event.wait()
+        except BaseException:
+            self._give_up(waiter)
+            raise
+        if waiter.admitted:  # a slot was handed over, possibly just as the wait ran out
+            return True
+        self.waiting.remove(waiter)
+        return False
+
+    def _give_up(self, waiter: _Waiter) -> None:
+        if waiter.admitted:
+            self._release(waiter.key)
+        else:
+            self.waiting.remove(waiter)
+
+    def _release(self, key: bytes) -> None:
+        self.in_flight -= 1
+        left = self.by_client[key] - 1
+        if left:
+            self.by_client[key] = left
+        else:
+            del self.by_client[key]
+        # Hand the freed slot to the oldest waiter that fits (the slot is taken on its behalf,
+        # so a newcomer cannot overtake it).
+        for waiter in list(self.waiting):
+            if self.in_flight >= self.limit:
+                break
+            if self.by_client.get(waiter.key, 0) < self.per_client:
+                self.waiting.remove(waiter)
+                self._take(waiter.key)
+                waiter.admitted = True
+                waiter.event.set()
+
+
+class ControlCharacterMiddleware:
+    """400 when the path or query string holds a character no text field takes (NUL, ESC,
+    newlines, bidi controls: security.inputs); no route wants them, PostgreSQL cannot even
+    compare a NUL, and here one check covers every path and query parameter."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = unquote_to_bytes(scope.get("query_string", b"")).decode("utf-8", "replace")
+            for part, text in (("path", scope["path"]), ("query string", query)):
+                found = UNSAFE_CHARACTER.search(text)
+                if found:
+                    detail = f"the {part} {CONTROL_CHARACTER} (found {describe(found.group())})"
+                    await send_json(send, 400, detail)
+                    return
         await self.app(scope, receive, send)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ZR_"
@@ -68,6 +68,45 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Proxies whose X-Forwarded-* headers are trusted (nginx)."
     )
 
+    # --- concurrency per server process (README: "Concurrency and overload") -------------
+    threads: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Threads per server process for request work (database, files); a "
+        "database connection is only held by one of them.",
+    )
+    db_pool_size: int = Field(
+        16, ge=1, description="Database connections kept open per server process."
+    )
+    db_max_overflow: int = Field(
+        4,
+        ge=0,
+        description="Connections a server process may open past db_pool_size (background "
+        "joins and recovery); pool size + overflow must be at least threads.",
+    )
+    db_wait_seconds: float = Field(
+        5,
+        gt=0,
+        description="How long a request waits for a pooled connection or SQLite's write lock "
+        "before it is answered 503 with Retry-After.",
+    )
+    max_in_flight: int = Field(
+        64, ge=1, description="Requests a server process works on at once; more wait in a queue."
+    )
+    max_in_flight_per_client: int = Field(
+        8,
+        ge=1,
+        description="Requests in flight per server process from one bearer token (or one "
+        "client address without a token), so one client cannot take every thread.",
+    )
+    queue_seconds: float = Field(
+        5,
+        ge=0,
+        description="How long a request over those limits waits for its turn before it is "
+        "answered 503 with Retry-After.",
+    )
+
     # --- accounts ------------------------------------------------------------------------
     token_lifetime_days: int = Field(
         7, ge=5, le=90, description="Session token lifetime (the zrc client assumes >= 5 days)."
@@ -80,12 +119,28 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(19456, ge=8192, description="argon2id memory in KiB.")
     argon2_parallelism: int = Field(1, ge=1, description="argon2id lanes.")
     login_max_failures_account: int = Field(
-        5, ge=1, description="Failed logins per account within the window before 429."
+        5,
+        ge=1,
+        description="Failed logins per account from one client address within the window; "
+        "past it, that address gets 429 for that account.",
     )
     login_max_failures_address: int = Field(
-        20, ge=1, description="Failed logins per client address within the window before 429."
+        20,
+        ge=1,
+        description="Failed logins per client address within the window before 429; not "
+        "counted against accounts that logged in from that address before.",
+    )
+    login_max_failures_account_global: int = Field(
+        50,
+        ge=1,
+        description="Failed logins per account from all addresses within the window; past it, "
+        "addresses it never logged in from get 429 for it (the others are not affected).",
     )
     login_window_seconds: int = Field(300, ge=1, description="Login rate-limit window.")
+    signup_max_per_address: int = Field(
+        10, ge=1, description="Sign-ups per client address within the sign-up window."
+    )
+    signup_window_seconds: int = Field(3600, ge=1, description="Sign-up rate-limit window.")
 
     # --- mail ----------------------------------------------------------------------------
     smtp_host: str = Field("", description="SMTP server; empty writes .eml files to outbox/.")
@@ -107,6 +162,24 @@ class Settings(BaseSettings):
     default_max_archive_bytes: int = Field(
         50_000_000_000, ge=1024, description="Archive size limit for benchmarks without one."
     )
+    upload_reserve_bytes: int = Field(
+        100_000_000,
+        ge=0,
+        description="Free disk space kept in the data folder; a part that would leave less is "
+        "refused (507) before its body is read.",
+    )
+    upload_idle_timeout_seconds: float = Field(
+        120,
+        gt=0,
+        description="Seconds an upload may send no body bytes; then it is aborted (408) and "
+        "its temp file removed.",
+    )
+    upload_recovery_seconds: float = Field(
+        60,
+        gt=0,
+        description="Seconds between two recoveries in each server process; retries due "
+        "joins, removes temp files of dead processes.",
+    )
 
     # --- evaluation ----------------------------------------------------------------------
     worker_processes: int = Field(1, ge=0, le=32, description="Evaluation workers (supervise).")
@@ -121,7 +194,14 @@ class Settings(BaseSettings):
         3600, ge=1, description="Default time limit of a command evaluator."
     )
     max_unpacked_bytes: int = Field(
-        100_000_000_000, ge=1024, description="Cap on an archive's unpacked size."
+        20_000_000_000,
+        ge=1024,
+        description="Cap on an archive's unpacked size (an archive over it is invalid).",
+    )
+    unpack_reserve_bytes: int = Field(
+        1_000_000_000,
+        ge=0,
+        description="Free space an unpack always leaves on the data disk (else the job fails).",
     )
     max_unpacked_files: int = Field(
         200_000, ge=1, description="Cap on the number of files in an archive."
@@ -147,6 +227,19 @@ class Settings(BaseSettings):
         raw = value.get_secret_value()
         if raw and (raw in PLACEHOLDER_SECRETS or len(raw) < MIN_SECRET_LENGTH):
             raise ValueError(f"must be at least {MIN_SECRET_LENGTH} random characters")
+        return value
+
+    @field_validator("db_max_overflow")
+    @classmethod
+    def _pool_covers_threads(cls, value: int, info: ValidationInfo) -> int:
+        # Every thread may hold one connection: with fewer, a thread would wait for a connection
+        # held by another thread, and requests would time out under load instead of queueing.
+        threads, pool = info.data.get("threads"), info.data.get("db_pool_size")
+        if threads is not None and pool is not None and pool + value < threads:
+            raise ValueError(
+                f"{ENV_PREFIX}DB_POOL_SIZE ({pool}) + {ENV_PREFIX}DB_MAX_OVERFLOW ({value}) must "
+                f"be at least {ENV_PREFIX}THREADS ({threads})"
+            )
         return value
 
     @field_validator("database_url")

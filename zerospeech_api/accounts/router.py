@@ -23,6 +23,7 @@ from zerospeech_api.deps import (
     CallerDep,
     ClientAddressDep,
     DatabaseDep,
+    DatabaseRoute,
     MailerDep,
     PathUser,
     SessionDep,
@@ -31,15 +32,24 @@ from zerospeech_api.deps import (
 )
 from zerospeech_api.errors import BadRequest
 
-router = APIRouter(tags=["accounts"])
+router = APIRouter(tags=["accounts"], route_class=DatabaseRoute)
 
 
 @router.post("/auth/signup")
 def signup(
-    body: SignupRequest, mailer: MailerDep, session: SessionDep, settings: SettingsDep
+    body: SignupRequest,
+    mailer: MailerDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    address: ClientAddressDep,
 ) -> SignupResponse:
-    """Create an account and mail a verification link; the account can log in once verified."""
-    user = service.signup(session=session, settings=settings, mailer=mailer, data=body)
+    """Create an account and mail a verification link; the account can log in once verified.
+
+    409 when the username or e-mail address is taken (in any letter case), 429 with
+    Retry-After past the sign-ups allowed per client address."""
+    user = service.signup(
+        db=db, settings=settings, mailer=mailer, data=body, client_address=address
+    )
     return SignupResponse(
         username=user.username,
         email=user.email,
@@ -59,13 +69,13 @@ def verify(body: VerifyRequest, session: SessionDep) -> Message:
 def resend_verification(
     body: EmailRequest,
     mailer: MailerDep,
-    session: SessionDep,
+    db: DatabaseDep,
     settings: SettingsDep,
     address: ClientAddressDep,
 ) -> Message:
     """Mail a new verification link; the answer is the same whether or not the account exists."""
     service.resend_verification(
-        session=session,
+        db=db,
         settings=settings,
         mailer=mailer,
         email=body.email,
@@ -108,13 +118,14 @@ def logout(caller: CallerDep, session: SessionDep) -> Message:
 def request_password_reset(
     body: EmailRequest,
     mailer: MailerDep,
-    session: SessionDep,
+    db: DatabaseDep,
     settings: SettingsDep,
     address: ClientAddressDep,
 ) -> Message:
-    """Mail a password reset link; the answer never reveals whether the account exists."""
+    """Mail a password reset link; neither the answer nor its timing reveals whether the
+    account exists. Only the newest link works, and only until the password changes."""
     service.request_password_reset(
-        session=session,
+        db=db,
         settings=settings,
         mailer=mailer,
         email=body.email,

@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from zerospeech_api.benchmarks import service
-from zerospeech_api.benchmarks.schemas import BenchmarkInfo, BenchmarkList
-from zerospeech_api.deps import SessionDep, SettingsDep
+from zerospeech_api.benchmarks.schemas import BenchmarkInfo, BenchmarkList, QuotaList
+from zerospeech_api.db.tables import utcnow
+from zerospeech_api.deps import DatabaseRoute, PathUser, SessionDep, SettingsDep
 
-router = APIRouter(tags=["benchmarks"])
+router = APIRouter(tags=["benchmarks"], route_class=DatabaseRoute)
 
 
 @router.get("/benchmarks/list", response_model=BenchmarkList)
@@ -30,3 +31,27 @@ def benchmark_info(benchmark_id: str, session: SessionDep, settings: SettingsDep
     """One benchmark: dates, whether it is active, its evaluator, quota and size limit."""
     benchmark = service.get_benchmark(session=session, benchmark_id=benchmark_id)
     return service.benchmark_info(benchmark, settings=settings, on=service.today())
+
+
+@router.get("/users/{username}/quota", response_model=QuotaList)
+def user_quota(owner: PathUser, session: SessionDep) -> dict[str, Any]:
+    """The user's submission quota on each open benchmark: limit, used, remaining and when the
+    next slot frees (the user themselves or an admin)."""
+    rows = service.user_quotas(session=session, user=owner, now=utcnow())
+    return {
+        "username": owner.username,
+        "quotas": [
+            {
+                "benchmark": b.id,
+                "label": b.label,
+                "limit": usage.limit,
+                "period": service.format_period(usage.period_seconds)
+                if usage.period_seconds
+                else None,
+                "used": usage.used,
+                "remaining": usage.remaining,
+                "next_slot_at": usage.next_slot_at,
+            }
+            for b, usage in rows
+        ],
+    }

@@ -6,11 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from zerospeech_api.deps import OptionalCallerDep, OwnedSubmission, SessionDep, SettingsDep
-from zerospeech_api.evaluation import service
-from zerospeech_api.evaluation.schemas import SubmissionLog, SubmissionScores
+from zerospeech_api.deps import (
+    CurrentUser,
+    DatabaseRoute,
+    OptionalCallerDep,
+    OwnedSubmission,
+    SessionDep,
+    SettingsDep,
+)
+from zerospeech_api.evaluation import queue, service
+from zerospeech_api.evaluation.schemas import Cancelled, SubmissionLog, SubmissionScores
 
-router = APIRouter(tags=["evaluation"])
+router = APIRouter(tags=["evaluation"], route_class=DatabaseRoute)
 
 
 @router.get("/submissions/{submission_id}/log", response_model=SubmissionLog)
@@ -39,3 +46,15 @@ def submission_scores(
         submission_id=submission_id,
         user=caller.user if caller else None,
     )
+
+
+@router.post("/submissions/{submission_id}/cancel", response_model=Cancelled)
+def cancel_submission(submission: OwnedSubmission, user: CurrentUser, session: SessionDep) -> dict:
+    """Cancel an uploaded, queued or evaluating submission (owner or admin): a queued job is
+    dropped, a running evaluation stopped; it ends `cancelled` and no longer counts in the quota."""
+    stopped = queue.cancel_submission(session=session, submission=submission, by=user)
+    return {
+        "submission_id": submission.id,
+        "status": submission.status,
+        "evaluation_stopped": stopped,
+    }

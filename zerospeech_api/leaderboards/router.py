@@ -6,13 +6,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from zerospeech_api.db.tables import Benchmark, Leaderboard
-from zerospeech_api.deps import SessionDep
+from zerospeech_api.deps import DatabaseRoute, SessionDep
 from zerospeech_api.errors import NotFound
 from zerospeech_api.leaderboards import service
 from zerospeech_api.leaderboards.cache import Compiled, LeaderboardCache, encode, etag_of
 from zerospeech_api.leaderboards.schemas import LeaderboardDocument, LeaderboardInfo
 
-router = APIRouter(tags=["leaderboards"])
+router = APIRouter(tags=["leaderboards"], route_class=DatabaseRoute)
 
 NOT_MODIFIED = {304: {"description": "Not modified (the `If-None-Match` ETag is current)"}}
 
@@ -140,13 +140,12 @@ async def leaderboard_json(label: str, request: Request) -> Response:
     responses={200: {"content": {"text/csv": {}}}, **NOT_MODIFIED},
 )
 async def leaderboard_csv(label: str, request: Request) -> Response:
-    """The ranked entries as CSV, one column per dotted key (formula-like text is quoted)."""
+    """The ranked entries as RFC 4180 CSV, one column per dotted key (text a spreadsheet could
+    run as a formula gets a leading `'`)."""
     compiled = await _compiled(request, label)
-    if compiled._csv is None:  # built once per version, off the event loop
-        await run_in_threadpool(lambda: compiled.csv)
-    response = cached_response(
-        request, compiled.csv, compiled.csv_etag(), "text/csv; charset=utf-8"
-    )
+    # Built once per version, off the event loop.
+    body = compiled.csv() if compiled.csv_ready else await run_in_threadpool(compiled.csv)
+    response = cached_response(request, body, compiled.csv_etag(), "text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = f'attachment; filename="{compiled.label}.csv"'
     return response
 
@@ -159,7 +158,7 @@ async def leaderboard_csv(label: str, request: Request) -> Response:
 async def leaderboard_entry(label: str, entry_id: str, request: Request) -> Response:
     """One ranked entry, by its submission id."""
     compiled = await _compiled(request, label)
-    entry = service.find_entry(compiled.document, entry_id)
-    if entry is None:
+    body = compiled.entry(entry_id)
+    if body is None:
         raise NotFound(service.NO_ENTRY.format(entry_id=entry_id, label=label))
-    return _json_response(request, entry)
+    return cached_response(request, body, etag_of(body), "application/json")

@@ -10,13 +10,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from zerospeech_api.deps import OptionalCallerDep, PathUser, SessionDep
+from zerospeech_api.deps import DatabaseRoute, OptionalCallerDep, PathUser, SessionDep
 from zerospeech_api.models import service
 from zerospeech_api.models.schemas import ModelCreate, ModelCreated, ModelInfo, ModelList
 from zerospeech_api.submissions import service as submissions
 from zerospeech_api.submissions.schemas import SubmissionList
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], route_class=DatabaseRoute)
 
 
 @router.post("/users/{username}/models/create", response_model=ModelCreated)

@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from zerospeech_api.deps import (
     CurrentUser,
+    DatabaseRoute,
     OptionalCallerDep,
     OwnedSubmission,
     PathUser,
@@ -22,6 +23,7 @@ from zerospeech_api.deps import (
     SettingsDep,
     UploadTargetDep,
 )
+from zerospeech_api.errors import ERROR_RESPONSES, RequestTimeout
 from zerospeech_api.submissions import service, storage, uploads
 from zerospeech_api.submissions.schemas import (
     ContentStatus,
@@ -33,7 +35,7 @@ from zerospeech_api.submissions.schemas import (
     SubmissionList,
 )
 
-router = APIRouter(tags=["submissions"])
+router = APIRouter(tags=["submissions"], route_class=DatabaseRoute)
 log = logging.getLogger("zerospeech_api.submissions")
 
 
@@ -85,15 +87,20 @@ PART_BODY = {
 }
 
 
+IDLE_RESPONSE = {408: {**ERROR_RESPONSES[400], "description": "The body stalled: aborted"}}
+
+
 @router.post(
     "/submissions/{submission_id}/content/add",
     response_model=PartAccepted,
     openapi_extra=PART_BODY,
+    responses=IDLE_RESPONSE,
 )
 async def content_add(request: Request, target: UploadTargetDep) -> Any:
     """Upload one part (multipart/form-data, one file field `file`); `part_name` must be a name
     from the index. When the last part is in, the server joins and verifies the archive."""
     state = request.app.state
+    uploads.check_room(state.settings, target, request.headers.get("content-length"))
     try:
         received = await uploads.receive_file(
             request.stream(),
@@ -102,11 +109,15 @@ async def content_add(request: Request, target: UploadTargetDep) -> Any:
             label=target.submission_id,
             max_bytes=target.max_bytes,
             too_big_message=target.too_big_message,
+            idle_timeout=state.settings.upload_idle_timeout_seconds,
         )
     except ClientDisconnect:
         # The client went away mid-part (it will resend it): nothing was kept, nobody listens.
         log.info("upload of %s interrupted by the client", target.entry.filename)
         return Response(status_code=400)
+    except RequestTimeout:
+        log.info("upload of %s stalled: aborted", target.entry.filename)
+        raise
     try:
         uploads.verify(target, received)
         progress = await run_in_threadpool(
