@@ -9,6 +9,7 @@ import smtplib
 import ssl
 import tempfile
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -50,6 +51,20 @@ class Mailer:
         """Queue a message; returns a future the caller may ignore (tests wait on it)."""
         message = self.compose(to=to, subject=subject, body=body)
         return self._pool.submit(self._deliver, message)
+
+    def send_later(self, compose: Callable[[], EmailMessage | None]) -> Future[None]:
+        """Run `compose` on the mail thread and send the message it returns, if any: the
+        caller's answer takes the same time whatever `compose` finds (an account or none)."""
+        return self._pool.submit(self._compose_and_deliver, compose)
+
+    def _compose_and_deliver(self, compose: Callable[[], EmailMessage | None]) -> None:
+        try:
+            message = compose()
+        except Exception:  # logged, never raised: nobody waits for this answer
+            log.exception("composing a mail failed")
+            return
+        if message is not None:
+            self._deliver(message)
 
     def send_on_commit(self, session: Session, *, to: str, subject: str, body: str) -> None:
         """Queue a message that goes out only if `session` commits (dropped on rollback), so

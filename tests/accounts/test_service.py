@@ -49,12 +49,12 @@ def _data(**overrides: str) -> SignupRequest:
     return SignupRequest(**values)
 
 
-def _signup(db: Database, settings: Settings, mailer: Mailer, **overrides: str) -> User:
-    with db.transaction() as session:
-        user = service.signup(
-            session=session, settings=settings, mailer=mailer, data=_data(**overrides)
-        )
-    return user
+def _signup(
+    db: Database, settings: Settings, mailer: Mailer, address: str = "1.2.3.4", **overrides: str
+) -> User:
+    return service.signup(
+        db=db, settings=settings, mailer=mailer, data=_data(**overrides), client_address=address
+    )
 
 
 def _flush_mail(mailer: Mailer, settings: Settings) -> list:
@@ -232,17 +232,16 @@ def test_logout_revokes_only_that_session(db: Database, settings: Settings) -> N
         authenticate(session=session, settings=settings, token=second.token)
 
 
+def _ask_reset(db: Database, settings: Settings, mailer: Mailer, email: str) -> None:
+    service.request_password_reset(
+        db=db, settings=settings, mailer=mailer, email=email, client_address="127.0.0.1"
+    )
+
+
 def test_reset_request_for_unknown_address_sends_nothing(
     db: Database, settings: Settings, mailer: Mailer
 ) -> None:
-    with db.transaction() as session:
-        service.request_password_reset(
-            session=session,
-            settings=settings,
-            mailer=mailer,
-            email="nobody@example.org",
-            client_address="127.0.0.1",
-        )
+    _ask_reset(db, settings, mailer, "nobody@example.org")
     assert _flush_mail(mailer, settings) == []
 
 
@@ -252,13 +251,7 @@ def test_reset_sets_the_password_once_verifies_and_ends_every_session(
     user = make_user(db, settings, username="eve", verified=False)
     with db.transaction() as session:
         open_session(session=session, settings=settings, user=session.merge(user))
-        service.request_password_reset(
-            session=session,
-            settings=settings,
-            mailer=mailer,
-            email="EVE@example.org",
-            client_address="127.0.0.1",
-        )
+    _ask_reset(db, settings, mailer, "EVE@example.org")
     [mail] = _flush_mail(mailer, settings)
     token = mail.token("reset")
     with db.transaction(read_only=True) as session:

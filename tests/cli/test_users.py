@@ -172,3 +172,34 @@ def test_deactivate_and_set_password_end_sessions(cli: Cli) -> None:
         assert login.username == "ken"
     finally:
         db.dispose()
+
+
+HOSTILE = "Eve\x1b]0;pwned\x07\x1b[2J\nforged  row  yes\u202e"
+
+
+def test_user_text_is_printed_with_control_characters_escaped(cli: Cli) -> None:
+    """Rows written before control characters were refused (or by another tool) cannot drive
+    the operator's terminal or forge table rows."""
+    db = _migrated_db(cli)
+    try:
+        make_user(db, cli.settings, username="eve")
+        with db.transaction() as session:
+            user = session.scalar(select(User).where(User.username == "eve"))
+            user.first_name = user.affiliation = HOSTILE
+    finally:
+        db.dispose()
+    listed, shown = cli("list"), cli("show", "eve")
+    for result in (listed, shown):
+        assert result.returncode == 0, result.stderr
+        for raw in ("\x1b", "\x07", "\u202e"):
+            assert raw not in result.stdout
+        assert r"Eve\x1b]0;pwned\x07\x1b[2J\nforged  row  yes\u202e" in result.stdout
+    assert len(listed.stdout.splitlines()) == 2  # the header and eve, no forged row
+    assert len(shown.stdout.splitlines()) == 10  # one line per field
+
+
+def test_create_refuses_control_characters_in_names(cli: Cli) -> None:
+    result = cli.create("eve", "--affiliation", "Lab\x1b[2J")
+    assert result.returncode == 1
+    assert "affiliation" in result.stderr and "control characters" in result.stderr
+    assert "\x1b" not in result.stderr

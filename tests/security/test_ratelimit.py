@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import LoginFailure, utcnow
@@ -38,7 +38,7 @@ def _fail(db: Database, settings: Settings, limits, at: dt.datetime) -> None:
 
 def _check(db: Database, settings: Settings, limits, at: dt.datetime) -> None:
     with db.transaction(read_only=True) as session:
-        ratelimit.ensure_allowed(session=session, settings=settings, limits=limits, now=at)
+        ratelimit.ensure_allowed(session=session, limits=limits, now=at)
 
 
 def test_account_limit_gives_429_with_retry_after_until_the_oldest_leaves(
@@ -67,28 +67,30 @@ def test_address_limit_spans_accounts(db: Database, limited: Settings) -> None:
     _check(db, limited, _limits(limited, account="account:99", address="10.0.0.2"), now)
 
 
-def test_clearing_an_account_forgets_only_its_failures(db: Database, limited: Settings) -> None:
+def test_clearing_a_key_forgets_only_its_failures(db: Database, limited: Settings) -> None:
     now = utcnow()
     limits = _limits(limited)
     for _ in range(3):
         _fail(db, limited, limits, now)
     with db.transaction() as session:
-        ratelimit.clear(session=session, key="account:1")
-    _check(db, limited, _limits(limited, address="10.0.0.9"), now)
+        ratelimit.clear(session=session, key=limits[0].key)  # what a successful login clears
+    _check(db, limited, limits, now)
     with db.transaction(read_only=True) as session:
-        left = session.scalar(select(func.count()).select_from(LoginFailure))
-    assert left == 3  # the address failures still count
+        left = session.scalars(select(LoginFailure.key)).all()
+    # The address's and the account's failures from everywhere still count.
+    assert sorted(left) == sorted([limits[1].key] * 3 + [limits[2].key] * 3)
 
 
 def test_old_failures_are_pruned_when_new_ones_are_recorded(
     db: Database, limited: Settings
 ) -> None:
-    old = utcnow() - dt.timedelta(seconds=WINDOW + 60)
+    longest = max(limited.login_window_seconds, limited.signup_window_seconds)
+    old = utcnow() - dt.timedelta(seconds=longest + 60)
     _fail(db, limited, _limits(limited), old)
     _fail(db, limited, _limits(limited, account="account:2"), utcnow())
     with db.transaction(read_only=True) as session:
         keys = session.scalars(select(LoginFailure.key).order_by(LoginFailure.key)).all()
-    assert keys == ["account:2", "address:10.0.0.1"]
+    assert keys == ["account:2", "address:10.0.0.1", "pair:10.0.0.1|account:2"]
 
 
 def test_failures_are_shared_between_separate_engines(db: Database, limited: Settings) -> None:

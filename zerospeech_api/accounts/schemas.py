@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from zerospeech_api.security.inputs import ONE_LINE, name_key
 from zerospeech_api.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_-]{3,32}$"
@@ -26,6 +27,7 @@ MAX_EMAIL_LENGTH = 254
 MAX_TOKEN_LENGTH = 200
 
 USERNAME_RULE = "a username is 3 to 32 letters, digits, _ or -"
+EMAIL_TOO_LONG = f"the e-mail address is longer than {MAX_EMAIL_LENGTH} characters once normalised"
 
 
 def _check_username(value: str) -> str:
@@ -44,12 +46,29 @@ Username = Annotated[
         json_schema_extra={"pattern": USERNAME_PATTERN},
     ),
 ]
-Email = Annotated[EmailStr, Field(max_length=MAX_EMAIL_LENGTH, examples=["ada@example.org"])]
+
+
+def _check_email_key(value: str) -> str:
+    # Uniqueness is on name_key(), which may be longer (NFKC expands some characters).
+    if len(name_key(value)) > MAX_EMAIL_LENGTH:
+        raise ValueError(EMAIL_TOO_LONG)
+    return value
+
+
+Email = Annotated[
+    EmailStr,
+    Field(max_length=MAX_EMAIL_LENGTH, examples=["ada@example.org"]),
+    AfterValidator(_check_email_key),
+]
 Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_LENGTH)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_LENGTH),
+    ONE_LINE,
 ]
 Affiliation = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_AFFILIATION_LENGTH)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_AFFILIATION_LENGTH),
+    ONE_LINE,
 ]
 Password = Annotated[
     str,
@@ -59,7 +78,7 @@ Password = Annotated[
         description=f"{MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters.",
     ),
 ]
-OneTimeToken = Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_LENGTH)]
+OneTimeToken = Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_LENGTH), ONE_LINE]
 
 
 class Strict(BaseModel):
@@ -109,6 +128,7 @@ class LoginForm(BaseModel):
             max_length=MAX_EMAIL_LENGTH,
             description="A username or an e-mail address (case-insensitive).",
         ),
+        ONE_LINE,
     ]
     password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
     scope: str = ""

@@ -2,8 +2,9 @@
 
 Plain keyword-only functions shared by the HTTP routes, the HTML pages and the `users` CLI.
 Password hashing is slow on purpose (argon2id): it always runs *outside* a write transaction, so
-on SQLite no request holds the database's write lock while hashing. Functions that hash and then
-write therefore take `db=` and open their own short transactions.
+on SQLite no request holds the database's write lock while hashing, and only after the cheap
+refusals (throttles, names taken). Functions that hash and then write therefore take `db=` and
+open their own short transactions.
 """
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
+from email.message import EmailMessage
+from functools import lru_cache, partial
 from pathlib import Path
 
 import jinja2
 from argon2 import PasswordHasher
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from zerospeech_api.accounts.schemas import ProfileUpdate, SignupRequest
 from zerospeech_api.accounts.sessions import (
     authenticate,
+    has_logged_in_from,
     open_session,
     revoke_all_sessions,
     revoke_session,
@@ -39,6 +42,7 @@ from zerospeech_api.errors import (
 )
 from zerospeech_api.mail import Mailer
 from zerospeech_api.security import ratelimit
+from zerospeech_api.security.inputs import name_key
 from zerospeech_api.security.passwords import (
     hash_password,
     hasher,
@@ -50,6 +54,7 @@ from zerospeech_api.settings import Settings
 
 USERNAME_TAKEN = "this username is already taken"
 EMAIL_TAKEN = "an account with this e-mail address already exists"
+NAME_TAKEN = f"{USERNAME_TAKEN}, or {EMAIL_TAKEN}"
 BAD_CREDENTIALS = "wrong username/e-mail or password"
 NOT_VERIFIED = (
     "this account's e-mail address is not verified yet: follow the link in the verification "
@@ -131,9 +136,9 @@ def _link(settings: Settings, page: str, token: str) -> str:
 
 
 def find_user(*, session: Session, identifier: str) -> User | None:
-    """The user with this username (exact) or e-mail address (case-insensitive)."""
+    """The user with this username (exact) or e-mail address (in any case, any script)."""
     if "@" in identifier:
-        return session.scalar(select(User).where(func.lower(User.email) == identifier.lower()))
+        return session.scalar(select(User).where(User.email_key == name_key(identifier)))
     return session.scalar(select(User).where(User.username == identifier))
 
 
@@ -150,57 +155,95 @@ def list_users(*, session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.created_at, User.id)))
 
 
+def _ensure_available(*, session: Session, data: SignupRequest) -> None:
+    """`Conflict` naming what is taken, if the username or e-mail address is (compared by
+    `name_key`, as the unique indexes compare them)."""
+    username_key, email_key = name_key(data.username), name_key(data.email)
+    taken = session.execute(
+        select(User.username_key).where(
+            (User.username_key == username_key) | (User.email_key == email_key)
+        )
+    ).first()
+    if taken is not None:
+        raise Conflict(USERNAME_TAKEN if taken.username_key == username_key else EMAIL_TAKEN)
+
+
 def create_user(
     *,
-    session: Session,
+    db: Database,
     settings: Settings,
     data: SignupRequest,
     verified: bool = False,
     admin: bool = False,
+    mailer: Mailer | None = None,
 ) -> User:
-    """Insert a user; `Conflict` if the username or e-mail (any case) is taken."""
-    password_hash = _hash(settings, data.password)  # before the write lock
-    taken = session.execute(
-        select(User.username, User.email).where(
-            (func.lower(User.username) == data.username.lower())
-            | (func.lower(User.email) == data.email.lower())
-        )
-    ).first()
-    if taken is not None:
-        raise Conflict(
-            USERNAME_TAKEN if taken.username.lower() == data.username.lower() else EMAIL_TAKEN
-        )
-    user = User(
-        username=data.username,
-        email=data.email,
-        first_name=data.first_name,
-        last_name=data.last_name,
-        affiliation=data.affiliation,
-        password_hash=password_hash,
-        verified=verified,
-        active=True,
-        admin=admin,
-        created_at=utcnow(),
-    )
-    session.add(user)
+    """Insert a user, and with `mailer` mail them a verification link; `Conflict` if the
+    username or e-mail address is taken in any case. Names are checked before the slow hash;
+    the database's unique indexes settle concurrent sign-ups."""
+    with db.transaction(read_only=True) as session:
+        _ensure_available(session=session, data=data)
+    password_hash = _hash(settings, data.password)  # outside any transaction
     try:
-        session.flush()
+        with db.transaction() as session:
+            user = User(
+                username=data.username,
+                email=data.email,
+                first_name=data.first_name,
+                last_name=data.last_name,
+                affiliation=data.affiliation,
+                password_hash=password_hash,
+                verified=verified,
+                active=True,
+                admin=admin,
+                created_at=utcnow(),
+            )
+            session.add(user)
+            session.flush()
+            if mailer is not None:
+                send_verification(session=session, settings=settings, mailer=mailer, user=user)
     except IntegrityError:
-        # Lost a race with a concurrent sign-up of the same name (PostgreSQL; SQLite serialises).
-        raise Conflict(f"{USERNAME_TAKEN}, or {EMAIL_TAKEN}") from None
+        # Lost a race with a concurrent sign-up of the same name: say which one it was.
+        with db.transaction(read_only=True) as session:
+            _ensure_available(session=session, data=data)
+        raise Conflict(NAME_TAKEN) from None
     return user
 
 
-def signup(*, session: Session, settings: Settings, mailer: Mailer, data: SignupRequest) -> User:
-    """Create an unverified user and mail them a verification link."""
-    user = create_user(session=session, settings=settings, data=data)
-    send_verification(session=session, settings=settings, mailer=mailer, user=user)
-    return user
+def signup(
+    *,
+    db: Database,
+    settings: Settings,
+    mailer: Mailer,
+    data: SignupRequest,
+    client_address: str | None,
+) -> User:
+    """Create an unverified user and mail them a verification link; at most
+    `signup_max_per_address` attempts per client address and window (429 past it)."""
+    with db.transaction() as session:
+        limits = ratelimit.signup_limits(settings=settings, address=client_address)
+        ratelimit.hit(session=session, settings=settings, limits=limits)
+    return create_user(db=db, settings=settings, data=data, mailer=mailer)
+
+
+def _revoke_tokens(*, session: Session, user_id: int, purpose: TokenPurpose) -> None:
+    """Make every unused link of this purpose unusable (marked used)."""
+    session.execute(
+        update(OneTimeToken)
+        .where(
+            OneTimeToken.user_id == user_id,
+            OneTimeToken.purpose == purpose,
+            OneTimeToken.used_at.is_(None),
+        )
+        .values(used_at=utcnow())
+    )
 
 
 def _new_token(
     *, session: Session, user: User, purpose: TokenPurpose, lifetime: dt.timedelta
 ) -> str:
+    """A new one-time token; it replaces the user's earlier unused ones of the same purpose (only
+    the newest link mailed works)."""
+    _revoke_tokens(session=session, user_id=user.id, purpose=purpose)
     token, token_hash = new_one_time_token()
     now = utcnow()
     session.add(
@@ -216,66 +259,109 @@ def _new_token(
     return token
 
 
-def _mail_link(
-    *,
-    session: Session,
-    settings: Settings,
-    mailer: Mailer,
-    user: User,
-    purpose: TokenPurpose,
-    lifetime: dt.timedelta,
-    subject: str,
-    **context: object,
-) -> None:
-    """Store a one-time token and mail its /page/<purpose> link (sent when the session commits)."""
+@dataclass(frozen=True)
+class LinkMail:
+    to: str
+    subject: str
+    body: str
+
+
+def _link_mail(
+    *, session: Session, settings: Settings, user: User, purpose: TokenPurpose
+) -> LinkMail:
+    """Store a one-time token and write the mail with its /page/<purpose> link."""
+    if purpose == TokenPurpose.VERIFY:
+        hours = settings.verify_token_hours
+        lifetime, subject, context = (
+            dt.timedelta(hours=hours),
+            "verify your e-mail address",
+            {"hours": hours},
+        )
+    else:
+        minutes = settings.reset_token_minutes
+        lifetime, subject, context = (
+            dt.timedelta(minutes=minutes),
+            "reset your password",
+            {"minutes": minutes},
+        )
     token = _new_token(session=session, user=user, purpose=purpose, lifetime=lifetime)
     body = (
         _mail_templates()
         .get_template(f"{purpose}.txt")
         .render(user=user, link=_link(settings, purpose, token), settings=settings, **context)
     )
-    mailer.send_on_commit(
-        session, to=user.email, subject=f"{settings.app_name}: {subject}", body=body
-    )
+    return LinkMail(to=user.email, subject=f"{settings.app_name}: {subject}", body=body)
 
 
 def send_verification(*, session: Session, settings: Settings, mailer: Mailer, user: User) -> None:
-    """Store a fresh verification token and mail its link."""
-    hours = settings.verify_token_hours
-    _mail_link(
-        session=session,
-        settings=settings,
-        mailer=mailer,
-        user=user,
-        purpose=TokenPurpose.VERIFY,
-        lifetime=dt.timedelta(hours=hours),
-        subject="verify your e-mail address",
-        hours=hours,
-    )
+    """Store a fresh verification token and mail its link (sent when the session commits)."""
+    mail = _link_mail(session=session, settings=settings, user=user, purpose=TokenPurpose.VERIFY)
+    mailer.send_on_commit(session, to=mail.to, subject=mail.subject, body=mail.body)
 
 
-def _throttle_mail(
-    *, session: Session, settings: Settings, email: str, client_address: str | None
+def _wants_link(user: User | None, purpose: TokenPurpose) -> bool:
+    if user is None or not user.active:
+        return False
+    return purpose == TokenPurpose.RESET or not user.verified
+
+
+def _compose_link_mail(
+    *, db: Database, settings: Settings, mailer: Mailer, email: str, purpose: TokenPurpose
+) -> EmailMessage | None:
+    """On the mail thread: the link mail for the account with this address, if it wants one."""
+    with db.transaction() as session:
+        user = find_user(session=session, identifier=email)
+        if not _wants_link(user, purpose):
+            return None
+        assert user is not None
+        mail = _link_mail(session=session, settings=settings, user=user, purpose=purpose)
+    return mailer.compose(to=mail.to, subject=mail.subject, body=mail.body)
+
+
+def _mail_link_if_account(
+    *,
+    db: Database,
+    settings: Settings,
+    mailer: Mailer,
+    email: str,
+    purpose: TokenPurpose,
+    client_address: str | None,
 ) -> None:
-    """429 past the mail limits, else count this request (whether the account exists or not)."""
-    limits = ratelimit.mail_limits(email=email, address=client_address)
-    ratelimit.ensure_allowed(session=session, settings=settings, limits=limits)
-    ratelimit.record_failure(session=session, settings=settings, limits=limits)
+    """Count the request against the mail limits (429 past them), then hand the rest to the
+    mail thread: the request does the same work whether or not an account has this address,
+    so neither its answer nor its timing tells."""
+    with db.transaction() as session:
+        limits = ratelimit.mail_limits(settings=settings, email=email, address=client_address)
+        ratelimit.hit(session=session, settings=settings, limits=limits)
+    mailer.send_later(
+        partial(
+            _compose_link_mail,
+            db=db,
+            settings=settings,
+            mailer=mailer,
+            email=email,
+            purpose=purpose,
+        )
+    )
 
 
 def resend_verification(
     *,
-    session: Session,
+    db: Database,
     settings: Settings,
     mailer: Mailer,
     email: str,
     client_address: str | None,
 ) -> None:
     """Mail a new verification link if an unverified account has this address; says nothing."""
-    _throttle_mail(session=session, settings=settings, email=email, client_address=client_address)
-    user = find_user(session=session, identifier=email)
-    if user is not None and user.active and not user.verified:
-        send_verification(session=session, settings=settings, mailer=mailer, user=user)
+    _mail_link_if_account(
+        db=db,
+        settings=settings,
+        mailer=mailer,
+        email=email,
+        purpose=TokenPurpose.VERIFY,
+        client_address=client_address,
+    )
 
 
 def _consume_token(*, session: Session, token: str, purpose: TokenPurpose) -> User:
@@ -342,6 +428,19 @@ class LoginResult:
     expires_at: dt.datetime
 
 
+def _login_limits(
+    *, session: Session, settings: Settings, user: User | None, identifier: str, address: str | None
+) -> list[ratelimit.Limit]:
+    """The throttle limits of a password check for this account (or name) from this address."""
+    account = ratelimit.account_key(user_id=user.id if user else None, identifier=identifier)
+    known = user is not None and has_logged_in_from(
+        session=session, user_id=user.id, address=address
+    )
+    return ratelimit.login_limits(
+        settings=settings, account=account, address=address, known_address=known
+    )
+
+
 def login(
     *,
     db: Database,
@@ -350,13 +449,18 @@ def login(
     password: str,
     client_address: str | None,
 ) -> LoginResult:
-    """Check credentials (rate-limited per account and address) and open a session."""
+    """Check credentials (throttled: see security.ratelimit) and open a session."""
     ph = _hasher(settings)
     with db.transaction(read_only=True) as session:
         user = find_user(session=session, identifier=identifier)
-        account = ratelimit.account_key(user_id=user.id if user else None, identifier=identifier)
-        limits = ratelimit.login_limits(settings=settings, account=account, address=client_address)
-        ratelimit.ensure_allowed(session=session, settings=settings, limits=limits)
+        limits = _login_limits(
+            session=session,
+            settings=settings,
+            user=user,
+            identifier=identifier,
+            address=client_address,
+        )
+        ratelimit.ensure_allowed(session=session, limits=limits)
         user_id, stored_hash = (user.id, user.password_hash) if user else (None, None)
 
     # Slow part, outside any transaction. Unknown users cost the same (dummy hash).
@@ -377,7 +481,11 @@ def login(
     new_hash = _hash(settings, password) if needs_rehash(ph, stored_hash) else None
 
     with db.transaction() as session:
-        ratelimit.clear(session=session, key=account)
+        # Forget this account's failures from this address (not the other counts).
+        account = ratelimit.account_key(user_id=user_id, identifier=identifier)
+        ratelimit.clear(
+            session=session, key=ratelimit.pair_key(account=account, address=client_address)
+        )
         if new_hash is not None:
             # Only if the password did not change meanwhile.
             session.execute(
@@ -404,28 +512,30 @@ def logout(*, session: Session, jti: str) -> None:
 
 def request_password_reset(
     *,
-    session: Session,
+    db: Database,
     settings: Settings,
     mailer: Mailer,
     email: str,
     client_address: str | None,
 ) -> None:
-    """Mail a reset link if an active account has this address; the caller learns nothing."""
-    _throttle_mail(session=session, settings=settings, email=email, client_address=client_address)
-    user = find_user(session=session, identifier=email)
-    if user is None or not user.active:
-        return
-    minutes = settings.reset_token_minutes
-    _mail_link(
-        session=session,
+    """Mail a reset link if an active account has this address; the caller learns nothing,
+    from the answer or its timing."""
+    _mail_link_if_account(
+        db=db,
         settings=settings,
         mailer=mailer,
-        user=user,
+        email=email,
         purpose=TokenPurpose.RESET,
-        lifetime=dt.timedelta(minutes=minutes),
-        subject="reset your password",
-        minutes=minutes,
+        client_address=client_address,
     )
+
+
+def _store_password(*, session: Session, user: User, password_hash: str) -> int:
+    """Set a new password hash. Every session and every unused reset link of the user end (a
+    link mailed before must not undo the change). Returns the number of sessions ended."""
+    user.password_hash = password_hash
+    _revoke_tokens(session=session, user_id=user.id, purpose=TokenPurpose.RESET)
+    return revoke_all_sessions(session=session, user_id=user.id)
 
 
 def reset_password(*, db: Database, settings: Settings, token: str, password: str) -> User:
@@ -439,9 +549,8 @@ def reset_password(*, db: Database, settings: Settings, token: str, password: st
     new_hash = _hash(settings, password)
     with db.transaction() as session:
         user = _consume_token(session=session, token=token, purpose=TokenPurpose.RESET)
-        user.password_hash = new_hash
+        _store_password(session=session, user=user, password_hash=new_hash)
         user.verified = True
-        revoke_all_sessions(session=session, user_id=user.id)
         return user
 
 
@@ -458,12 +567,14 @@ def change_password(
     session (log in again). Wrong old passwords count as failed logins."""
     with db.transaction(read_only=True) as session:
         user, _jti = authenticate(session=session, settings=settings, token=bearer)
-        limits = ratelimit.login_limits(
+        limits = _login_limits(
+            session=session,
             settings=settings,
-            account=ratelimit.account_key(user_id=user.id, identifier=user.username),
+            user=user,
+            identifier=user.username,
             address=client_address,
         )
-        ratelimit.ensure_allowed(session=session, settings=settings, limits=limits)
+        ratelimit.ensure_allowed(session=session, limits=limits)
         user_id, stored_hash = user.id, user.password_hash
     _check_password(
         db=db,
@@ -478,8 +589,7 @@ def change_password(
         current = session.get(User, user_id)
         if current is None:
             raise NotFound(USER_NOT_FOUND)
-        current.password_hash = new_hash
-        revoke_all_sessions(session=session, user_id=user_id)
+        _store_password(session=session, user=current, password_hash=new_hash)
         return current
 
 
@@ -488,8 +598,7 @@ def set_password(*, db: Database, settings: Settings, username: str, password: s
     new_hash = _hash(settings, password)
     with db.transaction() as session:
         user = get_user(session=session, username=username)
-        user.password_hash = new_hash
-        return revoke_all_sessions(session=session, user_id=user.id)
+        return _store_password(session=session, user=user, password_hash=new_hash)
 
 
 # --- profiles --------------------------------------------------------------------------------

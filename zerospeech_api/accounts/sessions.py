@@ -90,3 +90,16 @@ def open_session_count(*, session: Session, user_id: int) -> int:
         )
     )
     return count or 0
+
+
+def has_logged_in_from(*, session: Session, user_id: int, address: str | None) -> bool:
+    """True when the user has opened a session from this client address before (the login
+    throttle trusts such addresses more: see security.ratelimit)."""
+    if address is None:
+        return False
+    found = session.scalar(
+        select(AuthSession.jti)
+        .where(AuthSession.user_id == user_id, AuthSession.client_address == address)
+        .limit(1)
+    )
+    return found is not None

@@ -26,3 +26,25 @@ class BenchmarkInfo(BaseModel):
 
 class BenchmarkList(BaseModel):
     benchmarks: list[BenchmarkInfo]
+
+
+class QuotaInfo(BaseModel):
+    """A user's quota on one open benchmark (all null but `used` when it has no quota)."""
+
+    benchmark: str
+    label: str
+    limit: int | None = Field(description="Submissions allowed per period, null without a quota.")
+    period: str | None = Field(description="The sliding period, e.g. `1d`.")
+    used: int = Field(
+        description="Submissions in the window that count (not failed, invalid, "
+        "cancelled or deleted)."
+    )
+    remaining: int | None = Field(description="Submissions still possible now.")
+    next_slot_at: dt.datetime | None = Field(
+        description="When one more submission becomes possible (UTC), null when nothing is used."
+    )
+
+
+class QuotaList(BaseModel):
+    username: str
+    quotas: list[QuotaInfo]

@@ -1,4 +1,8 @@
-"""Terminal output helpers: readable tables and `fail(message)` (exit status 1)."""
+"""Terminal output helpers: readable tables and `fail(message)` (exit status 1).
+
+Text that came from users (names, labels, log lines) goes through `printable` before it reaches
+the terminal, so escape sequences cannot drive the operator's terminal and newlines cannot forge
+table rows; `table`, `fields` and `fail` apply it to everything they print."""
 
 from __future__ import annotations
 
@@ -9,11 +13,18 @@ from typing import NoReturn
 import click
 
 from zerospeech_api.errors import DomainError
+from zerospeech_api.security.inputs import UNSAFE_CHARACTER
+
+
+def printable(value: object) -> str:
+    """`str(value)` with control characters (and the others the API refuses: bidi controls,
+    line separators, lone surrogates) written as Python escapes, e.g. `\\x1b`, `\\n`."""
+    return UNSAFE_CHARACTER.sub(lambda match: repr(match.group())[1:-1], str(value))
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print `error: message` to stderr and exit non-zero."""
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {printable(message)}", err=True)
     raise SystemExit(code)
 
 
@@ -33,7 +44,7 @@ def yes_no(flag: bool) -> str:
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """Print rows as an aligned text table (`(none)` when empty)."""
-    text_rows = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    text_rows = [["" if cell is None else printable(cell) for cell in row] for row in rows]
     if not text_rows:
         click.echo("(none)")
         return
@@ -45,7 +56,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
 
 def fields(pairs: Iterable[tuple[str, object]]) -> None:
     """Print `key: value` lines, keys aligned."""
-    items = [(k, "" if v is None else str(v)) for k, v in pairs]
+    items = [(k, "" if v is None else printable(v)) for k, v in pairs]
     width = max((len(k) for k, _ in items), default=0)
     for key, value in items:
         click.echo(f"{key.ljust(width)}  {value}")

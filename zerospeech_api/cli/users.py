@@ -18,7 +18,7 @@ from zerospeech_api.accounts import service
 from zerospeech_api.accounts.schemas import Password, SignupRequest
 from zerospeech_api.accounts.sessions import open_session_count
 from zerospeech_api.cli.context import CliContext, pass_ctx
-from zerospeech_api.cli.output import domain_errors, fail, fields, table, yes_no
+from zerospeech_api.cli.output import domain_errors, fail, fields, printable, table, yes_no
 from zerospeech_api.db.tables import User
 
 EMPTY_STDIN = "no password on stdin"
@@ -121,23 +121,20 @@ def create(
         )
         mailer = Mailer(ctx.settings)
         try:
-            with ctx.db.transaction() as session:
-                user = service.create_user(
-                    session=session,
-                    settings=ctx.settings,
-                    data=data,
-                    verified=verified,
-                    admin=admin,
-                )
-                if not verified:
-                    service.send_verification(
-                        session=session, settings=ctx.settings, mailer=mailer, user=user
-                    )
-                _show(session, user)
+            user = service.create_user(
+                db=ctx.db,
+                settings=ctx.settings,
+                data=data,
+                verified=verified,
+                admin=admin,
+                mailer=None if verified else mailer,
+            )
         finally:
             mailer.close()  # waits until the mail is written or sent
+    with ctx.db.transaction(read_only=True) as session:
+        _show(session, user)
     if not verified:
-        click.echo(f"a verification link was mailed to {user.email}")
+        click.echo(f"a verification link was mailed to {printable(user.email)}")
 
 
 @group.command(name="list")
@@ -180,7 +177,7 @@ def verify(ctx: CliContext, username: str) -> None:
     """Mark a user's e-mail address verified (they can log in)."""
     with _errors_to_exit(), ctx.db.transaction() as session:
         service.set_verified(session=session, username=username)
-    click.echo(f"{username}: verified")
+    click.echo(f"{printable(username)}: verified")
 
 
 @group.command()
@@ -190,7 +187,7 @@ def deactivate(ctx: CliContext, username: str) -> None:
     """Deactivate a user: no more logins, and every session ends now."""
     with _errors_to_exit(), ctx.db.transaction() as session:
         _, ended = service.set_active(session=session, username=username, active=False)
-    click.echo(f"{username}: deactivated, {ended} session(s) ended")
+    click.echo(f"{printable(username)}: deactivated, {ended} session(s) ended")
 
 
 @group.command()
@@ -200,7 +197,7 @@ def activate(ctx: CliContext, username: str) -> None:
     """Re-activate a deactivated user."""
     with _errors_to_exit(), ctx.db.transaction() as session:
         service.set_active(session=session, username=username, active=True)
-    click.echo(f"{username}: active")
+    click.echo(f"{printable(username)}: active")
 
 
 @group.command(name="set-password")
@@ -216,4 +213,4 @@ def set_password(ctx: CliContext, username: str, password_stdin: bool) -> None:
         ended = service.set_password(
             db=ctx.db, settings=ctx.settings, username=username, password=password
         )
-    click.echo(f"{username}: password set, {ended} session(s) ended")
+    click.echo(f"{printable(username)}: password set, {ended} session(s) ended")

@@ -1,4 +1,7 @@
-"""Request and response shapes of the model routes (the zrc client's `models/create`)."""
+"""Request and response shapes of the model routes (the zrc client's `models/create`).
+
+Free text obeys security.inputs: long texts may span lines (they come from the participant's
+meta.yaml), short ones may not; no field takes other control characters; dates are bounded."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from pydantic import (
     Field,
     StringConstraints,
 )
+
+from zerospeech_api.security.inputs import MULTI_LINE, ONE_LINE, SaneDatetime
 
 MAX_TEXT = 10_000
 _URL = re.compile(r"https?://[^\s\x00-\x1f\x7f]+", re.IGNORECASE)
@@ -34,13 +39,15 @@ def _http_url(value: str | None) -> str | None:
     return value
 
 
-Text = Annotated[str, BeforeValidator(_none_to_empty), StringConstraints(max_length=MAX_TEXT)]
+Text = Annotated[
+    str, BeforeValidator(_none_to_empty), StringConstraints(max_length=MAX_TEXT), MULTI_LINE
+]
 Url = Annotated[
-    Annotated[str, StringConstraints(max_length=2000)] | None,
+    Annotated[str, StringConstraints(max_length=2000), ONE_LINE] | None,
     BeforeValidator(_blank_to_none),
     AfterValidator(_http_url),
 ]
-Label = Annotated[str, StringConstraints(max_length=200)]
+Label = Annotated[str, StringConstraints(max_length=200), ONE_LINE]
 
 
 class ModelCreate(BaseModel):
@@ -50,7 +57,7 @@ class ModelCreate(BaseModel):
 
     description: Text
     gpu_budget: Annotated[
-        str, BeforeValidator(_none_to_empty), StringConstraints(max_length=200)
+        str, BeforeValidator(_none_to_empty), StringConstraints(max_length=200), ONE_LINE
     ] = ""
     train_set: Text = ""
     authors: Text = ""
@@ -59,8 +66,10 @@ class ModelCreate(BaseModel):
     author_label: Label | None = None
     paper_url: Url = None
     code_url: Url = None
-    created_at: dt.datetime | None = Field(
-        None, description="When the model was made (ISO datetime; naive values are read as UTC)."
+    created_at: SaneDatetime | None = Field(
+        None,
+        description="When the model was made (ISO datetime; naive values are read as UTC; "
+        "years 1900 to 2199).",
     )
 
 
