@@ -84,3 +84,22 @@ def test_rejoin(cli, db: Database, settings: Settings) -> None:
     assert storage.archive_path(settings, submission_id).is_file()
     again = cli("rejoin", submission_id)
     assert again.exit_code == 1 and "nothing to join" in again.output
+
+
+def test_rejoin_says_why_a_join_failed_and_can_be_run_again(
+    cli, db: Database, settings: Settings
+) -> None:
+    submission_id, parts = three_parts(db, settings)
+    store(db, settings, submission_id, "s_1.zip", parts[0])
+    store(db, settings, submission_id, "s_2.zip", parts[1])
+    part = storage.part_path(settings, submission_id, 1)
+    part.unlink()
+    part.mkdir()  # an I/O error of the platform's
+    failed = cli("rejoin", submission_id)
+    assert failed.exit_code == 1
+    assert "joining the parts failed: Is a directory; the parts are kept" in failed.output
+    assert "joining the parts failed" in cli("show", submission_id).output
+    part.rmdir()
+    part.write_bytes(parts[1])
+    result = cli("rejoin", submission_id)
+    assert result.exit_code == 0 and "uploaded" in result.output, result.output

@@ -3,6 +3,7 @@ concurrency, and recovery after kill -9."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from tests.helpers.builders import DEFAULT_PASSWORD, bearer, make_user
+from tests.helpers.disk import fill, free_up, small_filesystem
 from tests.helpers.evaluation import events_of
 from tests.helpers.processes import cli_command, wait_for
 from tests.helpers.server import Server, write_env
@@ -29,6 +31,7 @@ from tests.helpers.zrc import (
     make_benchmark,
     make_model,
     md5_file,
+    model_info,
 )
 from tests.submissions.test_service import body as create_body
 from tests.submissions.test_service import create
@@ -36,8 +39,9 @@ from tests.submissions.test_uploads import store
 from zerospeech_api.benchmarks.service import NOT_OPEN, close_benchmark
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import SubmissionEvent, SubmissionStatus, User
+from zerospeech_api.errors import NO_SPACE_DETAIL
 from zerospeech_api.settings import Settings
-from zerospeech_api.submissions import storage
+from zerospeech_api.submissions import storage, uploads
 
 pytestmark = pytest.mark.e2e
 
@@ -522,6 +526,170 @@ def test_restart_finishes_a_join_that_never_happened(tmp_path: Path) -> None:
         assert len(uploaded) == 1  # two workers recovered, one joined
     finally:
         db.dispose()
+
+
+# --- resources a client holds: stalled bodies, killed workers, a full disk ---------------------
+IDLE_SECONDS = 1
+
+
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A server with a short upload idle timeout and a recovery pass every second."""
+    root = tmp_path_factory.mktemp("impatient")
+    env_file, settings = start_site(
+        root,
+        {"ZR_UPLOAD_IDLE_TIMEOUT_SECONDS": str(IDLE_SECONDS), "ZR_UPLOAD_RECOVERY_SECONDS": "1"},
+    )
+    server = Server(env_file, workers=2)
+    db = Database(settings.database)
+    try:
+        yield Site(server, settings, db, root)
+    finally:
+        server.stop()
+        db.dispose()
+
+
+def _started(site: Site, name: str) -> tuple[ZrcDriver, str, bytes, str]:
+    """A submission with its first part acknowledged; returns the driver, its id, and the
+    multipart body and Content-Type of its second part."""
+    zrc = site.driver()
+    zrc.create_model()
+    parts = zrc.prepare(archive(site, name))
+    sid = zrc.create_submission("test-challenge")["submission_id"]
+    zrc.upload(limit=1)
+    data = (Path(zrc.state.parts_dir) / parts[1].filename).read_bytes()
+    body, content_type = _multipart(parts[1].filename, data)
+    return zrc, sid, body, content_type
+
+
+def test_a_stalled_upload_gets_408_and_leaves_nothing(impatient: Site) -> None:
+    zrc, sid, body, content_type = _started(impatient, "stall.zip")
+    name = zrc.pending()[0].filename
+    host, port = impatient.server.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /submissions/{sid}/content/add?part_name={name} HTTP/1.1\r\n"
+        f"Host: {host}\r\nAuthorization: Bearer {zrc.state.token}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + body[: len(body) // 2])  # then nothing, without hanging up
+        answer = b""
+        while chunk := sock.recv(65536):  # the server answers, then closes
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 408 Request Timeout"
+    detail = rest.partition(b"\r\n\r\n")[2].decode()
+    assert detail == f'{{"detail":"{uploads.IDLE.format(seconds=float(IDLE_SECONDS))}"}}'
+    assert not any(f.startswith(f"upload-{sid}") for f in impatient.tmp_files())
+    zrc.upload()
+    assert_uploaded(impatient, zrc)
+
+
+def _holder(path: Path) -> int:
+    """The pid of the process that has `path` open."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd) == str(path) for fd in (proc / "fd").iterdir()):
+                    return int(proc.name)
+    raise AssertionError(f"nobody has {path} open")
+
+
+def test_a_worker_killed_mid_upload_leaves_no_temp_file(impatient: Site) -> None:
+    """Swept while the server runs (the replacement worker's start-up is too early for it)."""
+    zrc, sid, body, content_type = _started(impatient, "killed.zip")
+    release = threading.Event()
+
+    def slow_body() -> Iterator[bytes]:
+        yield body[: len(body) // 2]
+        release.wait(30)
+        yield body[len(body) // 2 :]
+
+    def post() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(
+                f"{impatient.server.url}/submissions/{sid}/content/add",
+                params={"part_name": zrc.pending()[0].filename},
+                content=slow_body(),
+                headers={**zrc.headers, "content-type": content_type},
+                timeout=30,
+            )
+
+    sender = threading.Thread(target=post)
+    sender.start()
+    try:
+        temp = wait_for(
+            lambda: list(storage.tmp_dir(impatient.settings).glob(f"upload-{sid}-*")),
+            what="the part to stream",
+        )[0]
+        os.kill(_holder(temp), signal.SIGKILL)
+        wait_for(lambda: not temp.exists(), timeout=30, what="the sweep")
+    finally:
+        release.set()
+        sender.join(30)
+    zrc.upload()
+    assert_uploaded(impatient, zrc)
+
+
+def test_a_full_disk_gets_507_and_the_upload_completes_later(tmp_path: Path) -> None:
+    """The data folder (SQLite included) on a small file system of its own."""
+    with small_filesystem(tmp_path / "data", size="16m") as disk:
+        env_file, settings = start_site(tmp_path, {"ZR_UPLOAD_RESERVE_BYTES": "0"})
+        db = Database(settings.database)
+        server = Server(env_file, workers=2)
+        try:
+            site = Site(server, settings, db, tmp_path)
+            zrc, sid, _body, _type = _started(site, "full.zip")
+            single = site.driver()
+            single.create_model()
+            single.prepare(archive(site, "single.zip"), multipart=False)
+            single_id = single.create_submission("test-challenge")["submission_id"]
+            fill(disk, leave=PART // 2)
+
+            with pytest.raises(ZrcError) as refused:  # announced size: before the body
+                zrc.upload()
+            assert refused.value.status_code == 507
+            assert refused.value.detail == storage.NO_ROOM.format(needed=PART)
+            data = Path(single.state.archive).read_bytes()
+            body, content_type = _multipart(Path(single.state.archive).name, data)
+            streamed = httpx.post(  # chunked, no size: the disk fills up while it streams
+                f"{server.url}/submissions/{single_id}/content/add",
+                params={"part_name": Path(single.state.archive).name},
+                content=(body[i : i + 16384] for i in range(0, len(body), 16384)),
+                headers={**single.headers, "content-type": content_type},
+                timeout=30,
+            )
+            assert streamed.status_code == 507
+            assert streamed.json() == {"detail": NO_SPACE_DETAIL}
+            assert site.tmp_files() == []
+
+            raw = db.engine.raw_connection()  # an empty WAL: a write has to grow it
+            try:
+                checkpoint = raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                assert checkpoint.fetchone()[0] == 0
+            finally:
+                raw.close()
+            fill(disk)
+            created = httpx.post(
+                f"{server.url}/users/{zrc.state.username}/models/create",
+                params={"author_name": "x"},
+                json=model_info(),
+                headers=zrc.headers,
+            )
+            assert created.status_code == 507
+            assert created.json() == {"detail": NO_SPACE_DETAIL}
+
+            free_up(disk)
+            zrc.resume()
+            single.resume()
+            assert_uploaded(site, zrc)
+            assert_uploaded(site, single)
+            with db.engine.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+            assert "Traceback" not in server.process.output()
+        finally:
+            server.stop()
+            db.dispose()
 
 
 def _multipart(name: str, data: bytes) -> tuple[bytes, str]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
 import time
 
+import pytest
 from sqlalchemy import select
 
-from tests.helpers.evaluation import status_of
+from tests.helpers.disk import TempFileWriter
+from tests.helpers.evaluation import events_of, status_of, wait_for
 from tests.submissions.test_uploads import store, three_parts
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Submission, SubmissionEvent, SubmissionPart, SubmissionStatus
@@ -143,3 +146,49 @@ def test_recovery_rejoins_and_cleans_up(db: Database, settings: Settings) -> Non
     assert not orphan.exists()
     assert fresh_orphan.exists()
     assert sorted(p.name for p in tmp.iterdir()) == sorted([young.name, live.name, foreign.name])
+
+
+def test_recovery_keeps_running_while_the_server_does(db: Database, settings: Settings) -> None:
+    """Not only at start-up: later leftovers of dead processes and due joins are handled too."""
+    tmp = storage.tmp_dir(settings)
+    tmp.mkdir(parents=True, exist_ok=True)
+    with TempFileWriter(tmp, "upload-early-") as early:
+        early.kill()
+    os.utime(early.path, (time.time() - 3600,) * 2)
+    assembler = assembly.Assembler(
+        settings=settings.model_copy(update={"upload_recovery_seconds": 0.1}), db=db
+    )
+    assembler.recover()
+    try:
+        wait_for(lambda: not early.path.exists(), what="the start-up pass")
+        # A worker killed mid-upload, and a join that is due, after start-up.
+        with TempFileWriter(tmp, "upload-late-") as late:
+            late.kill()
+        os.utime(late.path, (time.time() - 3600,) * 2)
+        due, archive = complete_without_join(db, settings)
+        wait_for(lambda: not late.path.exists(), what="a later pass to sweep")
+        wait_for(lambda: status_of(db, due) == "uploaded", what="a later pass to join")
+    finally:
+        assembler.close()
+    assert storage.archive_path(settings, due).read_bytes() == archive
+
+
+def test_a_failed_join_is_logged_kept_and_retried(db: Database, settings: Settings) -> None:
+    submission_id, archive = complete_without_join(db, settings)
+    part = storage.part_path(settings, submission_id, 1)
+    data = part.read_bytes()
+    part.unlink()
+    part.mkdir()  # an I/O error of the platform's (the participant did nothing wrong)
+    message = assembly.JOIN_FAILED.format(reason=os.strerror(errno.EISDIR))
+    with pytest.raises(assembly.JoinFailed, match=message) as failed:
+        assembly.join_submission(settings=settings, db=db, submission_id=submission_id)
+    assert not failed.value.out_of_space
+    assert [e.message for e in events_of(db, submission_id)][-1] == message
+    assert status_of(db, submission_id) == "uploading"
+    assert os.listdir(storage.tmp_dir(settings)) == []
+    part.rmdir()
+    part.write_bytes(data)
+    assert assembly.join_submission(settings=settings, db=db, submission_id=submission_id) == (
+        "uploaded"
+    )
+    assert storage.archive_path(settings, submission_id).read_bytes() == archive

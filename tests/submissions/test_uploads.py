@@ -19,7 +19,7 @@ from tests.helpers.zrc import make_model
 from tests.submissions.test_service import create
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Submission, SubmissionEvent, SubmissionStatus
-from zerospeech_api.errors import BadRequest, Conflict
+from zerospeech_api.errors import BadRequest, Conflict, RequestTimeout
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage, uploads
 from zerospeech_api.submissions.assembly import join_submission
@@ -130,6 +130,34 @@ def test_a_dropped_connection_leaves_nothing(tmp_path: Path) -> None:
 
     with pytest.raises(ConnectionResetError):
         receive(tmp_path, broken(), content_type)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_stalled_body_times_out_and_leaves_nothing(tmp_path: Path) -> None:
+    body, content_type = encode(files={"file": ("p", os.urandom(3 << 20))})
+    stalled = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        async for chunk in chunks_of(body[: 2 << 20], 65536):
+            yield chunk
+        stalled.set()
+        await asyncio.Event().wait()  # the client sends nothing more, and does not hang up
+
+    async def run() -> None:
+        await uploads.receive_file(
+            stalls(),
+            content_type=content_type,
+            directory=tmp_path / "tmp",
+            label="sub",
+            max_bytes=10**9,
+            idle_timeout=0.3,
+        )
+
+    with pytest.raises(RequestTimeout) as caught:
+        asyncio.run(run())
+    assert stalled.is_set()  # bytes were stored before the stall
+    assert caught.value.detail == uploads.IDLE.format(seconds=0.3)
+    assert caught.value.status == 408 and caught.value.headers == {"Connection": "close"}
     assert leftovers(tmp_path) == []
 
 

@@ -6,10 +6,10 @@ import click
 from sqlalchemy import select
 
 from zerospeech_api.cli.context import CliContext, pass_ctx
-from zerospeech_api.cli.output import domain_errors, fail, fields, table, yes_no
+from zerospeech_api.cli.output import domain_errors, fail, fields, printable, table, yes_no
 from zerospeech_api.db.tables import SubmissionStatus, User
 from zerospeech_api.submissions import service
-from zerospeech_api.submissions.assembly import join_submission
+from zerospeech_api.submissions.assembly import JoinFailed, join_submission
 from zerospeech_api.submissions.events import submission_events
 
 STATUSES = [str(s) for s in SubmissionStatus]
@@ -92,7 +92,7 @@ def show(ctx: CliContext, submission_id: str) -> None:
         events = submission_events(session=session, submission_id=s.id)
         click.echo("\nlog:")
         for event in events:
-            click.echo(f"{event.at.isoformat(timespec='seconds')}  {event.message}")
+            click.echo(f"{event.at.isoformat(timespec='seconds')}  {printable(event.message)}")
 
 
 @group.command()
@@ -137,7 +137,7 @@ def set_status(ctx: CliContext, submission_id: str, status: str, reason: str) ->
 @click.argument("submission_id", metavar="ID")
 @pass_ctx
 def rejoin(ctx: CliContext, submission_id: str) -> None:
-    """Join the parts of a fully received upload now (servers also do this at start-up)."""
+    """Join the parts of a fully received upload now (servers also retry this periodically)."""
     with domain_errors(), ctx.db.session(read_only=True) as session:
         submission = service.get_submission(session=session, submission_id=submission_id)
         missing = [p.filename for p in submission.parts if p.received_at is None]
@@ -146,7 +146,10 @@ def rejoin(ctx: CliContext, submission_id: str) -> None:
         fail(f"submission {submission_id} is {status}: nothing to join")
     if missing:
         fail(f"parts not received yet: {', '.join(missing)}")
-    result = join_submission(settings=ctx.settings, db=ctx.db, submission_id=submission_id)
+    try:
+        result = join_submission(settings=ctx.settings, db=ctx.db, submission_id=submission_id)
+    except JoinFailed as exc:
+        fail(str(exc))
     if result is None:
         fail("another process is joining it right now, or it moved on: see `submissions show`")
     click.echo(f"submission {submission_id}: {result}")

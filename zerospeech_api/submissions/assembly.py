@@ -7,10 +7,15 @@ hashing, fsyncs it, and then, in one short transaction that locks the submission
 to archive.zip and sets the status (`uploaded`, or `invalid` when the MD5 differs) only if the
 submission is still `uploading`. Parts are removed after that commit.
 
-Recovery: a join interrupted by a crash leaves the submission `uploading` with every part
-received. Start-up (every worker) re-joins such submissions, and so does any later content/add
-for them (the client re-sending a part). Start-up also removes temp files of dead processes and
-folders of deleted submissions.
+Failures: a join that cannot finish (a full disk, an I/O error) writes the reason to the
+submission's log, keeps the parts and stays `uploading`: it is the platform's trouble, never the
+participant's, and nothing acknowledged is dropped.
+
+Recovery: a join interrupted by a crash or a failure leaves the submission `uploading` with every
+part received. Each server process looks for such submissions at start-up and then every
+`ZR_UPLOAD_RECOVERY_SECONDS`, and joins them; so does any later content/add for them (the client
+re-sending a part) and `submissions rejoin`. The same periodic pass removes temp files of dead
+processes (tempfiles.py); start-up also removes folders of deleted submissions.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -32,9 +36,10 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from zerospeech_api.db.engine import Database
-from zerospeech_api.db.tables import Submission, SubmissionPart, SubmissionStatus
+from zerospeech_api.db.tables import Submission, SubmissionEvent, SubmissionPart, SubmissionStatus
+from zerospeech_api.errors import InsufficientStorage, is_out_of_space
 from zerospeech_api.settings import Settings
-from zerospeech_api.submissions import storage
+from zerospeech_api.submissions import storage, tempfiles
 from zerospeech_api.submissions.events import log_event, set_status
 from zerospeech_api.submissions.uploads import TMP_PREFIX
 
@@ -42,12 +47,21 @@ log = logging.getLogger("zerospeech_api.submissions.assembly")
 
 JOIN_PREFIX = "join-"
 COPY_CHUNK = 4 << 20
-STALE_TMP_SECONDS = 60  # temp files of live processes are locked; this only covers creation
 # A folder without a row is removed only when untouched for this long: whoever writes files
 # before committing the row (or is about to) is never raced.
 ORPHAN_MIN_AGE_SECONDS = 600
 MD5_MISMATCH = "the joined archive's MD5 is {got}, the submission announced {want}"
 PART_LOST = "part {name} was recorded but its file is missing: send it again"
+JOIN_FAILED = "joining the parts failed: {reason}; the parts are kept and the join will be retried"
+NO_DISK_SPACE = "not enough free disk space on the server"
+
+
+class JoinFailed(Exception):
+    """A join could not finish; its reason is in the submission's log, the parts are kept."""
+
+    def __init__(self, message: str, *, out_of_space: bool) -> None:
+        super().__init__(message)
+        self.out_of_space = out_of_space
 
 
 @contextlib.contextmanager
@@ -126,7 +140,8 @@ def _forget_lost_parts(db: Database, settings: Settings, submission_id: str) -> 
 
 def join_submission(*, settings: Settings, db: Database, submission_id: str) -> str | None:
     """Join a complete upload; returns the new status, or None if there was nothing to do
-    (not complete, not uploading, or another joiner holds the lock)."""
+    (not complete, not uploading, or another joiner holds the lock). `JoinFailed` when it could
+    not finish: the reason is in the submission's log and a later attempt may succeed."""
     with join_lock(settings, submission_id) as locked:
         if not locked:
             return None
@@ -134,22 +149,74 @@ def join_submission(*, settings: Settings, db: Database, submission_id: str) -> 
         if snapshot is None:
             return None
         announced, parts = snapshot
-        tmp = storage.tmp_dir(settings)
-        tmp.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f"{JOIN_PREFIX}{submission_id}-", suffix=".tmp", dir=tmp)
-        joined = Path(name)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                got, size = _copy_parts(settings, submission_id, parts, fd)
-            except FileNotFoundError:
-                _forget_lost_parts(db, settings, submission_id)
-                return None
-            return _finish(settings, db, submission_id, joined, got, announced, size, len(parts))
-        finally:
-            os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
-                joined.unlink()
+            return _join(settings, db, submission_id, announced, parts)
+        except Exception as exc:
+            full = isinstance(exc, InsufficientStorage) or is_out_of_space(exc)
+            message = JOIN_FAILED.format(reason=_reason(exc, full=full))
+            _record_failure(db, submission_id, message)
+            raise JoinFailed(message, out_of_space=full) from exc
+
+
+def _join(
+    settings: Settings,
+    db: Database,
+    submission_id: str,
+    announced: str,
+    parts: list[SubmissionPart],
+) -> str | None:
+    """Check for room, copy the parts into a locked temp file, then `_finish`."""
+    try:
+        size = sum(
+            storage.part_path(settings, submission_id, p.position).stat().st_size for p in parts
+        )
+    except FileNotFoundError:
+        _forget_lost_parts(db, settings, submission_id)
+        return None
+    # Checked first so a retry on a full disk costs nothing. No reserve: the reserve exists to
+    # finish what was already accepted.
+    storage.require_room(settings, size, reserve=0)
+    fd, joined = tempfiles.create_locked(
+        storage.tmp_dir(settings), f"{JOIN_PREFIX}{submission_id}-"
+    )
+    try:
+        try:
+            got, size = _copy_parts(settings, submission_id, parts, fd)
+        except FileNotFoundError:
+            _forget_lost_parts(db, settings, submission_id)
+            return None
+        return _finish(settings, db, submission_id, joined, got, announced, size, len(parts))
+    finally:
+        # Before anything else (a failure is recorded after this): frees the space it took.
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            joined.unlink()
+
+
+def _reason(exc: Exception, *, full: bool) -> str:
+    """What the participant may read: no paths, no internals."""
+    if full:
+        return NO_DISK_SPACE
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return f"internal error ({type(exc).__name__})"
+
+
+def _record_failure(db: Database, submission_id: str, message: str) -> None:
+    """Add `message` to the submission's log unless it is already its last line (retries on a
+    full disk must not flood the log); best effort: the database may be on the full disk."""
+    try:
+        with db.transaction() as session:
+            last = session.scalar(
+                select(SubmissionEvent.message)
+                .where(SubmissionEvent.submission_id == submission_id)
+                .order_by(SubmissionEvent.at.desc(), SubmissionEvent.id.desc())
+                .limit(1)
+            )
+            if last != message and session.get(Submission, submission_id) is not None:
+                log_event(session=session, submission_id=submission_id, message=message)
+    except Exception:
+        log.exception("could not record the failed join of submission %s", submission_id)
 
 
 def _finish(
@@ -201,33 +268,9 @@ def unjoined(*, session: Session) -> list[str]:
     )
 
 
-def sweep_tmp(settings: Settings, *, min_age: float = STALE_TMP_SECONDS) -> int:
+def sweep_tmp(settings: Settings, *, min_age: float = tempfiles.MIN_AGE_SECONDS) -> int:
     """Delete upload/join temp files left by dead processes (a live writer holds their lock)."""
-    removed = 0
-    directory = storage.tmp_dir(settings)
-    if not directory.is_dir():
-        return 0
-    now = time.time()
-    for path in directory.iterdir():
-        if not path.name.startswith((TMP_PREFIX, JOIN_PREFIX)) or not path.is_file():
-            continue
-        try:
-            if now - path.stat().st_mtime < min_age:
-                continue
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # a live process is writing it
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed += 1
-        finally:
-            os.close(fd)
-    return removed
+    return tempfiles.sweep(storage.tmp_dir(settings), (TMP_PREFIX, JOIN_PREFIX), min_age=min_age)
 
 
 def sweep_orphans(
@@ -256,7 +299,8 @@ def sweep_orphans(
 
 
 class Assembler:
-    """Joins submissions in background threads; one per app (so per gunicorn worker)."""
+    """Joins submissions in background threads and runs the recovery pass; one per app (so per
+    gunicorn worker)."""
 
     def __init__(self, *, settings: Settings, db: Database, threads: int = 2) -> None:
         self.settings = settings
@@ -264,6 +308,8 @@ class Assembler:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="zr-join")
         self._lock = threading.Lock()
         self._queued: set[str] = set()
+        self._stop = threading.Event()
+        self._recovery: threading.Thread | None = None
 
     def submit(self, submission_id: str) -> None:
         """Join soon (no-op if this submission is already waiting here)."""
@@ -273,7 +319,7 @@ class Assembler:
             self._queued.add(submission_id)
         try:
             self._executor.submit(self._join, submission_id)
-        except RuntimeError:  # shutting down: start-up recovery will do it
+        except RuntimeError:  # shutting down: the next recovery pass will do it
             with self._lock:
                 self._queued.discard(submission_id)
 
@@ -282,27 +328,51 @@ class Assembler:
             self._queued.discard(submission_id)
         try:
             join_submission(settings=self.settings, db=self.db, submission_id=submission_id)
+        except JoinFailed as exc:
+            # Expected platform trouble (a full disk) gets one line; anything else its traceback.
+            cause = None if exc.out_of_space else exc.__cause__
+            log.warning("submission %s: %s", submission_id, exc, exc_info=cause)
         except Exception:
             log.exception("joining submission %s failed; it will be retried", submission_id)
 
     def recover(self) -> None:
-        """Clean up after dead processes and re-join interrupted joins (in the background)."""
-        with contextlib.suppress(RuntimeError):
-            self._executor.submit(self._recover)
+        """Clean up after dead processes and join what is due, now and then every
+        `upload_recovery_seconds` until `close()` (in a background thread)."""
+        if self._recovery is None:
+            self._recovery = threading.Thread(
+                target=self._recover_periodically, name="zr-recovery", daemon=True
+            )
+            self._recovery.start()
 
-    def _recover(self) -> None:
+    def _recover_periodically(self) -> None:
+        # Orphan folders come only from a crash mid-delete: once, at start-up, is enough.
+        orphans = True
+        while True:
+            self._recover(orphans=orphans)
+            orphans = False
+            if self._stop.wait(self.settings.upload_recovery_seconds):
+                return
+
+    def _recover(self, *, orphans: bool) -> None:
         try:
             sweep_tmp(self.settings)
-            sweep_orphans(settings=self.settings, db=self.db)
+            if orphans:
+                sweep_orphans(settings=self.settings, db=self.db)
             with self.db.session(read_only=True) as session:
                 due = unjoined(session=session)
         except Exception:
-            log.exception("upload recovery failed")
+            log.exception(
+                "upload recovery failed; trying again in %ss", self.settings.upload_recovery_seconds
+            )
             return
         for submission_id in due:
-            log.info("re-joining submission %s (interrupted join)", submission_id)
-            self._join(submission_id)
+            log.info("joining submission %s (complete, not joined yet)", submission_id)
+            self.submit(submission_id)
 
     def close(self) -> None:
-        """Finish the joins under way and queued (a graceful stop loses no work)."""
+        """Stop the recovery pass, finish the joins under way and queued (a graceful stop loses
+        no work)."""
+        self._stop.set()
+        if self._recovery is not None:
+            self._recovery.join()
         self._executor.shutdown(wait=True)

@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
+from zerospeech_api.security.inputs import ONE_LINE
+
 MAX_PARTS = 10_000
 
 
@@ -14,7 +16,7 @@ def _none_to_empty(value: object) -> object:
     return "" if value is None else value
 
 
-Short = Annotated[str, StringConstraints(max_length=1000)]
+Short = Annotated[str, StringConstraints(max_length=1000), ONE_LINE]
 
 
 class IndexEntry(BaseModel):
@@ -32,18 +34,18 @@ class SubmissionCreate(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model_id: Annotated[str, StringConstraints(max_length=64)]
-    benchmark_id: Annotated[str, StringConstraints(max_length=64)]
+    model_id: Annotated[str, StringConstraints(max_length=64), ONE_LINE]
+    benchmark_id: Annotated[str, StringConstraints(max_length=64), ONE_LINE]
     filename: Short
     hash: Short = Field(description="MD5 (hex) of the whole archive.")
     has_scores: bool = False
     multipart: bool = False
-    author_label: Annotated[str, StringConstraints(max_length=200)] | None = None
+    author_label: Annotated[str, StringConstraints(max_length=200), ONE_LINE] | None = None
     index: list[IndexEntry] | None = Field(
         None, max_length=MAX_PARTS, description="Parts in order (null for single-part)."
     )
     leaderboard: Annotated[
-        str, BeforeValidator(_none_to_empty), StringConstraints(max_length=1000)
+        str, BeforeValidator(_none_to_empty), StringConstraints(max_length=1000), ONE_LINE
     ] = Field("", description="Path of the leaderboard entry inside the archive, or empty.")
 
 

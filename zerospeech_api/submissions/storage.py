@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
-from zerospeech_api.errors import BadRequest
+from zerospeech_api.errors import BadRequest, InsufficientStorage
 from zerospeech_api.settings import Settings
+
+log = logging.getLogger("zerospeech_api.submissions.storage")
 
 _ID_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
@@ -40,6 +44,12 @@ def is_safe_name(name: str) -> bool:
         and not name.startswith((".", " "))
         and not name.endswith(" ")
     )
+
+
+NO_ROOM = (
+    "the server has not enough free disk space for {needed} bytes right now: nothing was "
+    "stored; send it again later"
+)
 
 
 def check_name(name: str) -> str:
@@ -85,13 +95,14 @@ def archive_path(settings: Settings, submission_id: str) -> Path:
     return submission_dir(settings, submission_id) / "archive.zip"
 
 
-def unpacked_dir(settings: Settings, submission_id: str) -> Path:
-    """Where the worker unpacks the archive for evaluation."""
-    return submission_dir(settings, submission_id) / "unpacked"
+def attempt_dir(settings: Settings, submission_id: str, job_id: int, claim: int) -> Path:
+    """One evaluation attempt's own folder (log, unpacked copy, scratch, outputs), named by
+    the job and its claim number, so no two attempts ever share a file."""
+    return submission_dir(settings, submission_id) / "attempts" / f"{int(job_id)}-{int(claim)}"
 
 
 def evaluation_log_path(settings: Settings, submission_id: str) -> Path:
-    """The evaluator's captured output."""
+    """The evaluator's output as written before attempts had their own folders."""
     return submission_dir(settings, submission_id) / "evaluation.log"
 
 
@@ -119,3 +130,18 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def free_bytes(settings: Settings) -> int:
+    """Free space (for unprivileged writers) on the file system of the data folder."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(settings.data_dir).free
+
+
+def require_room(settings: Settings, needed: int, *, reserve: int) -> None:
+    """`InsufficientStorage` unless `needed` bytes fit on the data folder's disk with `reserve`
+    bytes still free afterwards."""
+    free = free_bytes(settings)
+    if free < needed + reserve:
+        log.warning("refusing %d bytes: %d free, %d kept in reserve", needed, free, reserve)
+        raise InsufficientStorage(NO_ROOM.format(needed=needed))

@@ -6,18 +6,22 @@ writes and MD5 run in a worker thread, one batch in flight while the next is rec
 is then checked against its index entry and, in one short transaction that locks the submission
 row, renamed into `parts/<position>.part` (atomically, after fsync) and recorded. Only then is it
 acknowledged. No database transaction is open while bytes stream.
+
+Resources: a part is refused (507) before its body is read when the disk cannot take it plus
+`ZR_UPLOAD_RESERVE_BYTES`; a full disk met anyway while writing is a 507 too (the app's handler
+maps ENOSPC wherever it happens) and the temp file goes. A body that stalls for
+`ZR_UPLOAD_IDLE_TIMEOUT_SECONDS` is aborted with 408, so a silent client holds nothing for long.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
+import logging
 import os
 import secrets
 import shutil
-import tempfile
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,9 +35,9 @@ from sqlalchemy.orm import Session
 from zerospeech_api.benchmarks.service import archive_limit
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Submission, SubmissionPart, SubmissionStatus, User, utcnow
-from zerospeech_api.errors import BadRequest, Conflict, NotFound
+from zerospeech_api.errors import BadRequest, Conflict, NotFound, RequestTimeout
 from zerospeech_api.settings import Settings
-from zerospeech_api.submissions import storage
+from zerospeech_api.submissions import storage, tempfiles
 from zerospeech_api.submissions.events import log_event
 from zerospeech_api.submissions.service import (
     NO_SUBMISSION,
@@ -56,6 +60,9 @@ DECLARED_TOO_BIG = (
 )
 WRONG_SIZE = "part {name!r}: received {got} bytes, the index says {want}: discarded"
 WRONG_HASH = "part {name!r}: MD5 of the received bytes is {got}, the index says {want}: discarded"
+IDLE = "no data received for {seconds:g} seconds: upload aborted and discarded; send it again"
+
+log = logging.getLogger("zerospeech_api.submissions.uploads")
 
 FLUSH_BYTES = 1 << 20  # hand the disk + MD5 thread 1 MiB at a time
 # Start writing back to disk while the rest streams in, so the fsync before the
@@ -110,6 +117,15 @@ def plan_upload(
     )
 
 
+def check_room(settings: Settings, target: UploadTarget, content_length: str | None) -> None:
+    """507 before reading when the disk cannot take the part and still keep the reserve (a
+    single-part upload's size is its Content-Length, when it sends one)."""
+    needed = target.entry.size
+    if needed is None:
+        needed = int(content_length) if content_length and content_length.isdigit() else 0
+    storage.require_room(settings, needed, reserve=settings.upload_reserve_bytes)
+
+
 def check_declared_length(target: UploadTarget, content_length: str | None) -> None:
     """Refuse before reading when Content-Length cannot fit the announced part size."""
     if target.entry.size is None or content_length is None or not content_length.isdigit():
@@ -125,15 +141,12 @@ def check_declared_length(target: UploadTarget, content_length: str | None) -> N
 class ReceivedFile:
     """A temp file being (or having been) written, with its size and MD5.
 
-    The file is flock'ed while this object is open, so start-up cleanup can tell a live upload
-    from one left behind by a dead process.
+    The file is flock'ed while this object is open, so the periodic sweep (tempfiles.py) can
+    tell a live upload from one left behind by a dead process.
     """
 
     def __init__(self, directory: Path, label: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{label}-", suffix=".tmp", dir=directory)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self.path = Path(name)
+        fd, self.path = tempfiles.create_locked(directory, f"{TMP_PREFIX}{label}-")
         self._file = os.fdopen(fd, "wb")
         self._lock = threading.Lock()
         self._md5 = hashlib.md5()
@@ -141,27 +154,35 @@ class ReceivedFile:
         self.unsynced = 0  # bytes written since the last background sync started
         self.md5 = ""
         self.closed = False
+        # A failed write (a full disk): kept, not raised, so the caller can drain the body
+        # first and the client reads the answer instead of a reset connection.
+        self.failure: OSError | None = None
 
     def write(self, views: list[memoryview]) -> None:
         """Append and hash (runs in a worker thread; calls never overlap)."""
         with self._lock:
-            if self.closed:
+            if self.closed or self.failure is not None:
                 return
-            for view in views:
-                self._file.write(view)
-                self._md5.update(view)
-                self.size += len(view)
-                self.unsynced += len(view)
+            try:
+                for view in views:
+                    self._file.write(view)
+                    self._md5.update(view)
+                    self.size += len(view)
+                    self.unsynced += len(view)
+            except OSError as exc:
+                self.failure = exc
 
     def sync_some(self) -> None:
         """fdatasync what is written so far, concurrently with further writes (own fd)."""
         with self._lock:
-            if self.closed:
+            if self.closed or self.failure is not None:
                 return
             fd = os.dup(self._file.fileno())
             self.unsynced = 0
         try:
             os.fdatasync(fd)
+        except OSError as exc:
+            self.failure = exc
         finally:
             os.close(fd)
 
@@ -174,7 +195,8 @@ class ReceivedFile:
 
     def discard(self) -> None:
         """Close and delete the temp file if it is still there (idempotent)."""
-        self.release()
+        with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+            self.release()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -281,6 +303,17 @@ def _consume(future: asyncio.Future[None]) -> None:
         future.exception()  # retrieved, so asyncio does not log it
 
 
+async def _next_chunk(chunks: AsyncIterator[bytes], seconds: float) -> bytes | None:
+    """The next chunk (None at the end), or `RequestTimeout` when none comes for `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+    except TimeoutError:
+        raise RequestTimeout(IDLE.format(seconds=seconds)) from None
+
+
 async def receive_file(
     chunks: AsyncIterator[bytes],
     *,
@@ -289,10 +322,11 @@ async def receive_file(
     label: str,
     max_bytes: int,
     too_big_message: str = "the file is too large: discarded",
+    idle_timeout: float = 120,
 ) -> ReceivedFile:
     """Stream the `file` field to a new temp file; 400 (after draining the body, so the client
-    reads the answer) on a malformed body, extra fields, or more than `max_bytes` of file data,
-    in which case nothing stays on disk."""
+    reads the answer) on a malformed body, extra fields, or more than `max_bytes` of file data;
+    408 when no bytes arrive for `idle_timeout` seconds. On any error nothing stays on disk."""
     boundary = _boundary(content_type)
     loop = asyncio.get_running_loop()
     reader = _FormReader(max_bytes)
@@ -301,9 +335,11 @@ async def receive_file(
     pending: asyncio.Future[None] | None = None
     syncing: asyncio.Future[None] | None = None
     done = False
+    chunks = aiter(chunks)
     try:
-        async for chunk in chunks:
-            if reader.error is not None or reader.too_big:
+        # Only the wait for the client is timed (never our own disk writes).
+        while (chunk := await _next_chunk(chunks, idle_timeout)) is not None:
+            if reader.error is not None or reader.too_big or received.failure is not None:
                 if not received.closed:
                     received.discard()  # stop storing at once; drain the rest of the body
                 continue
@@ -324,6 +360,8 @@ async def receive_file(
         if syncing is not None:
             await syncing
             syncing = None
+        if received.failure is not None:
+            raise received.failure  # a full disk is a 507 (the app's handler), else a 500
         if reader.too_big:
             raise BadRequest(too_big_message)
         if reader.error is not None:
@@ -349,6 +387,8 @@ async def receive_file(
 
 def _finish(received: ReceivedFile, tail: list[memoryview]) -> None:
     received.write(tail)
+    if received.failure is not None:
+        raise received.failure
     received.finish()
 
 
@@ -373,12 +413,17 @@ def place(source: Path, targets: list[Path]) -> None:
     for target in targets[:-1]:
         staging = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
         try:
-            os.link(source, staging)
-        except OSError:
-            shutil.copyfile(source, staging)
-            with open(staging, "rb+") as handle:
-                os.fsync(handle.fileno())
-        os.replace(staging, target)
+            try:
+                os.link(source, staging)
+            except OSError:
+                shutil.copyfile(source, staging)
+                with open(staging, "rb+") as handle:
+                    os.fsync(handle.fileno())
+            os.replace(staging, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                staging.unlink()  # e.g. the disk filled up during the copy: leave no half file
+            raise
     os.replace(source, targets[-1])
     storage.fsync_dir(targets[-1].parent)
 
