@@ -21,6 +21,7 @@ from tests.helpers.evaluation import (
     make_leaderboard,
     make_submission,
     outbox_messages,
+    process_alive,
     realistic_entry,
     status_of,
     submission_files,
@@ -31,7 +32,9 @@ from tests.helpers.processes import Process, cli_command
 from tests.helpers.server import Server
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Job, JobState, LeaderboardEntry, SubmissionEvent
+from zerospeech_api.evaluation.evaluators import read_results, results_path
 from zerospeech_api.settings import Settings, load_settings
+from zerospeech_api.submissions import storage
 
 pytestmark = pytest.mark.e2e
 
@@ -210,11 +213,11 @@ def test_unsafe_archives_end_invalid_and_write_nothing_outside(site: Site) -> No
     assert "too many bytes" in reasons["bomb"]
     assert not list(site.tmp_path.rglob("*escaped.txt"))
     for sid in ids.values():
-        assert not (settings.data_dir / "submissions" / sid / "unpacked").exists()
+        assert not list((settings.data_dir / "submissions" / sid).rglob("unpacked*"))
 
 
 SLOW_ONCE = """
-import json, os, sys, time
+import json, os, subprocess, sys, time
 inp, out = sys.argv[1], sys.argv[2]
 runs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs.txt")
 sid = os.environ["SUBMISSION_ID"]
@@ -222,11 +225,18 @@ with open(runs, "a") as f:
     f.write("start " + sid + "\\n")
 starts = open(runs).read().count("start " + sid)
 if starts == 1:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    with open(runs + ".children", "a") as f:
+        f.write(str(child.pid) + "\\n")
     time.sleep(120)
 json.dump({"scores": {"v": starts}}, open(out, "w"))
 with open(runs, "a") as f:
     f.write("done " + sid + "\\n")
 """
+
+
+def read_if_exists(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 def owner_pid(db: Database) -> int | None:
@@ -249,8 +259,11 @@ def test_kill_9_mid_job_is_rerun_by_another_worker_and_completes_once(site: Site
     wait_for(lambda: runs.exists() and "start" in runs.read_text(), what="first run")
     pid = wait_for(lambda: owner_pid(db), what="lease owner")
     victim = first if first.proc.pid == pid else second
+    (child,) = map(int, wait_for(lambda: read_if_exists(Path(f"{runs}.children"))).split())
     os.kill(victim.proc.pid, signal.SIGKILL)
     victim.proc.wait(10)
+    # The evaluator's own child dies with the worker too (not only the evaluator itself).
+    wait_for(lambda: not process_alive(child), timeout=15, what="evaluator's child killed")
     wait_for(lambda: status_of(db, sid) == "completed", timeout=60, what="re-run completed")
     lines = runs.read_text().split()
     assert lines.count("start") == 2 and lines.count("done") == 1
@@ -280,6 +293,73 @@ def test_sigterm_releases_a_long_job_without_counting_it(site: Site) -> None:
         assert job.state == JobState.QUEUED and job.attempts == 0
     site.worker()
     wait_for(lambda: status_of(db, sid) == "completed", what="completed by the next worker")
+
+
+# Records its pid and waits at a gate named after its run number, then writes {"v": run}.
+GATED = """
+import json, os, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "runs.txt"), "a") as f:
+    f.write("start %d\\n" % os.getpid())
+run = open(os.path.join(here, "runs.txt")).read().count("start")
+while not os.path.exists(os.path.join(here, "gate-%d" % run)):
+    time.sleep(0.05)
+json.dump({"scores": {"v": run}}, open(sys.argv[2], "w"))
+"""
+
+
+def parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat[stat.rfind(b")") + 2 :].split()[1])
+
+
+def test_a_worker_paused_past_its_lease_writes_nothing_when_it_wakes(site: Site) -> None:
+    db, settings = site.db, site.settings
+    make_evaluator(db, "gated", evaluator_script(site.tmp_path, GATED))
+    bench = make_benchmark(db, evaluator="gated")
+    make_leaderboard(db, "board", bench, sort_key="scores.v")
+    user = make_user(db, settings)
+    sid = make_submission(db, settings, user, benchmark_id=bench, has_scores=False)
+    runs = site.tmp_path / "runs.txt"
+    first = site.worker()
+    wait_for(lambda: read_if_exists(runs).count("start") == 1, what="first evaluation")
+    evaluator = int(runs.read_text().split()[1])
+    supervisor = parent_of(evaluator)
+    with db.session(read_only=True) as session:
+        job = session.query(Job).one()
+        old = storage.attempt_dir(settings, sid, job.id, job.claims)
+        holder = job.lease_owner
+    # Freeze worker A and its evaluator, as a paused VM would; B takes over after the lease.
+    paused = [(os.kill, first.proc.pid), (os.kill, supervisor), (os.killpg, evaluator)]
+    for send, pid in paused:
+        send(pid, signal.SIGSTOP)
+    log_before = (old / "evaluation.log").read_bytes()
+    site.worker()
+    wait_for(lambda: runs.read_text().count("start") == 2, what="second attempt running")
+    (site.tmp_path / "gate-1").touch()  # A's evaluation is over the moment it wakes up
+    for send, pid in reversed(paused):
+        send(pid, signal.SIGCONT)
+    wait_for(lambda: "lease lost" in first.output(), what="A notices it lost the lease")
+    assert status_of(db, sid) == "evaluating"
+    assert not results_path(settings, sid).exists()
+    assert (old / "evaluation.log").read_bytes() == log_before  # A wrote nothing more
+    (site.tmp_path / "gate-2").touch()
+    wait_for(lambda: status_of(db, sid) == "completed", what="the new attempt completes")
+    assert read_results(results_path(settings, sid))[""]["scores"] == {"v": 2}
+    with db.session(read_only=True) as session:
+        (entry,) = session.query(LeaderboardEntry).filter_by(submission_id=sid).all()
+        assert entry.data["scores"] == {"v": 2}
+        job = session.query(Job).one()
+        assert job.state == JobState.DONE and job.attempts == 2 and job.claims == 2
+    events = events_of(db, sid)
+    claimed_by_a = next(i for i, e in enumerate(events) if holder in e.message)
+    assert all(holder not in e.message for e in events[claimed_by_a + 1 :])
+    assert [e.status for e in events].count("completed") == 1
+    assert {p.name for p in old.iterdir()} <= {"evaluation.log"}
+    with site.server.client() as client:
+        shown = client.get(f"/submissions/{sid}/log", headers=bearer(db, settings, user)).json()
+    assert holder not in shown["log"] and "attempt 2 by worker" in shown["log"]
+    assert first.alive()  # A carries on with other jobs
 
 
 COUNTING = """

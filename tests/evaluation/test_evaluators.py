@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.evaluation import process_alive, wait_for
 from zerospeech_api.db.tables import SubmissionStatus
 from zerospeech_api.evaluation import evaluators as ev
 
@@ -180,3 +186,71 @@ def test_scores_evaluator_rejects_bad_entries(tmp_path: Path, content, path, rea
         outcome = ev.run_scores(facts=facts, unpacked=unpacked, leaderboard_paths=[], log=sink)
     assert outcome.status == SubmissionStatus.INVALID
     assert reason in outcome.reason
+
+
+# The evaluator starts a child and a daemon (double fork + setsid: out of its process group and
+# session, orphaned), records the three pids, then waits.
+TREE = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+read, write = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.write(write, str(os.getpid()).encode())
+        time.sleep(600)
+    os._exit(0)
+daemon = int(os.read(read, 20))
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(f"{os.getpid()} {child.pid} {daemon}")
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(600)
+"""
+
+# A stand-in for the worker process: runs one command evaluation, as the worker does.
+FAKE_WORKER = """
+import sys
+from pathlib import Path
+from zerospeech_api.evaluation import evaluators as ev
+root = Path(sys.argv[1])
+(root / "unpacked").mkdir()
+facts = ev.SubmissionFacts("s", "m", "b", "u", "2021-01-01", None, False, "")
+with ev.LogSink(root / "evaluation.log", max_bytes=100_000) as sink:
+    ev.run_command(facts=facts, command=sys.argv[2], unpacked=root / "unpacked",
+                   workdir=root / "work", timeout=600, log=sink, cancelled=lambda: None)
+"""
+
+
+def test_kill_9_of_the_worker_kills_the_evaluators_whole_process_tree(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pids"
+    command = f"{script(tmp_path, TREE)} {pid_file}"
+    worker = subprocess.Popen([sys.executable, "-c", FAKE_WORKER, str(tmp_path), command])
+    pids: list[int] = []
+    try:
+        wait_for(pid_file.exists, timeout=30, what="evaluator tree started")
+        pids = [int(p) for p in pid_file.read_text().split()]
+        assert all(process_alive(pid) for pid in pids)
+        worker.kill()
+        worker.wait(10)
+        wait_for(
+            lambda: not any(process_alive(pid) for pid in pids),
+            timeout=15,
+            what="evaluator, its child and the daemon it started all dead",
+        )
+    finally:
+        worker.kill()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_full_disk_never_breaks_the_log_pump(tmp_path: Path) -> None:
+    sink = ev.LogSink(Path("/dev/full"), max_bytes=10_000)  # every write: ENOSPC
+    sink.line("first")
+    sink.write(b"x" * 50_000)
+    sink.close()
+    assert sink.error is not None and sink.error.errno == errno.ENOSPC
+    stopped = ev.LogSink(tmp_path / "fenced.log", max_bytes=10_000, guard=lambda: False)
+    stopped.line("written after the lease was lost")
+    stopped.close()
+    assert (tmp_path / "fenced.log").read_bytes() == b""

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import secrets
+import shutil
 import stat
+import struct
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from tests.helpers.builders import make_benchmark  # noqa: F401 - re-exported for tests
@@ -239,3 +244,57 @@ def outbox_messages(settings_or_dir: Settings | Path) -> list[dict[str, str]]:
         {"to": mail.to, "subject": mail.subject, "body": mail.body}
         for mail in sorted(read_mails(folder), key=lambda mail: mail.path.name)
     ]
+
+
+def many_entries_zip(path: Path, entries: int, *, name_length: int = 40) -> int:
+    """Write a stored zip of `entries` empty files with long names (a hostile central
+    directory: ~150 bytes an entry), fast, without zipfile. Returns the file size."""
+    local = struct.Struct("<4s5H3L2H")
+    central = struct.Struct("<4s6H3L5H2L")
+    directory = bytearray()
+    with open(path, "wb") as out:
+        offset = 0
+        for n in range(entries):
+            name = f"{n:0{name_length}d}".encode()
+            header = local.pack(b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0) + name
+            out.write(header)
+            directory += central.pack(
+                b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0, 0, 0, 0, 0, offset
+            )
+            directory += name
+            offset += len(header)
+        out.write(directory)
+        count = min(entries, 0xFFFF)
+        out.write(
+            struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, len(directory), offset, 0)
+        )
+    return path.stat().st_size
+
+
+def process_alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat_line = handle.read()
+    except OSError:
+        return False
+    return stat_line[stat_line.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+
+
+_MOUNT_AND_RUN = 'mount -t tmpfs -o size="$1" tmpfs "$2" && shift 2 && exec "$@"'
+
+
+def run_on_small_disk(
+    mount: Path, argv: list[str], *, size: str = "1m"
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` in a private mount namespace where `mount` is a tmpfs of `size`: a real disk
+    that fills up (ENOSPC from the kernel). Skips where the kernel does not allow it."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    # As root a mount namespace is enough; otherwise a user namespace must allow it.
+    for flags in (["-m"], ["-r", "-m"]) if os.geteuid() == 0 else (["-r", "-m"],):
+        command = [unshare, *flags, "sh", "-c", _MOUNT_AND_RUN, "sh", size, str(mount)]
+        if subprocess.run([*command, "true"], capture_output=True).returncode == 0:
+            return subprocess.run([*command, *argv], capture_output=True, text=True, check=True)
+    pytest.skip("this kernel does not let the tests mount a small tmpfs (unshare -m)")

@@ -7,26 +7,30 @@ leaderboard of the benchmark). Entries are stamped with the server's own ids, da
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from zerospeech_api.db.tables import Submission, SubmissionStatus
 from zerospeech_api.evaluation.unpack import UnpackError, safe_member_path
+from zerospeech_api.leaderboards.entries import ENTRY_NO_SCORES as ENTRY_NO_SCORES
+from zerospeech_api.leaderboards.entries import ENTRY_NOT_JSON as ENTRY_NOT_JSON
+from zerospeech_api.leaderboards.entries import ENTRY_NOT_OBJECT as ENTRY_NOT_OBJECT
+from zerospeech_api.leaderboards.entries import MAX_ENTRY_BYTES, EntryError, parse_entry
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage
 
 COMMAND_OUTPUT = ""  # key of the command evaluator's single entry
-MAX_ENTRY_BYTES = 10_000_000
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 EX_DATAERR = 65  # a command evaluator exits with this to say "the submission is invalid"
 KILL_GRACE_SECONDS = 2.0
@@ -36,15 +40,7 @@ NO_SCORES = (
     "(has_scores is false or its leaderboard path is empty)"
 )
 ENTRY_MISSING = "leaderboard entry file not found in the archive"
-ENTRY_NOT_JSON = "leaderboard entry is not valid JSON"
-ENTRY_NOT_OBJECT = "leaderboard entry must be a JSON object"
-ENTRY_NO_SCORES = "leaderboard entry has no 'scores' object"
-ENTRY_TOO_LARGE = f"leaderboard entry is larger than {MAX_ENTRY_BYTES} bytes"
 BAD_ENTRY_PATH = "leaderboard path must be a relative path inside the archive"
-
-
-class EntryError(Exception):
-    """An entry file is unusable; the message says why."""
 
 
 class Cancelled(Exception):
@@ -76,21 +72,6 @@ class Outcome:
 
 
 # --- entries ------------------------------------------------------------------------------
-
-
-def parse_entry(raw: bytes) -> dict[str, Any]:
-    """A leaderboard entry from bytes: a JSON object with a `scores` object."""
-    if len(raw) > MAX_ENTRY_BYTES:
-        raise EntryError(ENTRY_TOO_LARGE)
-    try:
-        value = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise EntryError(f"{ENTRY_NOT_JSON}: {str(exc)[:200]}") from None
-    if not isinstance(value, dict):
-        raise EntryError(ENTRY_NOT_OBJECT)
-    if not isinstance(value.get("scores"), dict):
-        raise EntryError(ENTRY_NO_SCORES)
-    return value
 
 
 def stamp(entry: dict[str, Any], facts: SubmissionFacts) -> dict[str, Any]:
@@ -173,30 +154,19 @@ def build_argv(command: str, *, input_dir: Path, output_file: Path) -> list[str]
     return argv
 
 
-# Runs first in the evaluator's process (fresh, single-threaded, so safe unlike preexec_fn):
-# asks Linux to SIGKILL it if the worker dies (kill -9), then becomes the evaluator via exec.
-_DEATH_SIGNAL_SHIM = (
-    "import ctypes,os,signal,sys\n"
-    "try:\n"
-    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"
-    "except Exception:\n"
-    "    pass\n"
-    "if os.getppid() != int(sys.argv[1]):\n"
-    "    sys.exit(70)\n"
-    "try:\n"
-    "    os.execvp(sys.argv[2], sys.argv[2:])\n"
-    "except OSError as exc:\n"
-    "    print(f'evaluator could not start: {exc}', file=sys.stderr)\n"
-    "    sys.exit(127)\n"
-)
 NOT_STARTED = 127
 
 
-def with_death_signal(argv: list[str]) -> list[str]:
-    """`argv` wrapped so the evaluator dies with the worker (Linux; unchanged elsewhere)."""
-    if not sys.platform.startswith("linux") or not sys.executable:
-        return argv
-    return [sys.executable, "-I", "-S", "-c", _DEATH_SIGNAL_SHIM, str(os.getpid()), *argv]
+@functools.cache
+def _supervisor_source() -> str:
+    # Read as a resource so it also works from the zipped pyz.
+    return resources.files(__package__).joinpath("supervisor.py").read_text(encoding="utf-8")
+
+
+def supervised(argv: list[str]) -> list[str]:
+    """`argv` run under evaluation/supervisor.py: none of its processes outlives the worker."""
+    grace = f"{KILL_GRACE_SECONDS:g}"
+    return [sys.executable, "-I", "-S", "-c", _supervisor_source(), grace, *argv]
 
 
 def clean_env(*, workdir: Path, facts: SubmissionFacts) -> dict[str, str]:
@@ -217,20 +187,35 @@ class LogSink:
 
     The first part is written as it arrives (readable while the evaluator runs); once the cap is
     reached only the last `tail_bytes` are kept in memory and appended at the end, after a note
-    saying how much was left out.
+    saying how much was left out. Nothing is written while `guard()` is false (the worker lost
+    its lease). A write error never raises (the output pump must keep draining the evaluator's
+    pipe): writing stops and `error` keeps the first one (ENOSPC: the disk is full).
     """
 
-    def __init__(self, path: Path, *, max_bytes: int) -> None:
+    def __init__(
+        self, path: Path, *, max_bytes: int, guard: Callable[[], bool] | None = None
+    ) -> None:
         self.path = path
         self.tail_bytes = max(1024, min(1_000_000, max_bytes // 4))
         self.head_bytes = max(0, max_bytes - self.tail_bytes)
         self.written = 0
         self.omitted = 0
         self.total = 0
+        self.error: OSError | None = None
+        self._guard = guard or (lambda: True)
         self._tail = bytearray()
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "ab")
+
+    def _put(self, data: bytes) -> None:
+        if self.error is not None or not self._guard():
+            return
+        try:
+            self._file.write(data)
+            self._file.flush()
+        except OSError as exc:
+            self.error = exc
 
     def write(self, data: bytes) -> None:
         with self._lock:
@@ -238,8 +223,7 @@ class LogSink:
             room = self.head_bytes - self.written
             if room > 0:
                 head, data = data[:room], data[room:]
-                self._file.write(head)
-                self._file.flush()
+                self._put(head)
                 self.written += len(head)
             if data:
                 self._tail += data
@@ -268,10 +252,13 @@ class LogSink:
                 self.omitted += cut
                 del self._tail[:cut]
             if self.omitted:
-                self._file.write(f"\n[... {self.omitted} bytes of log omitted ...]\n".encode())
-            self._file.write(bytes(self._tail))
+                self._put(f"\n[... {self.omitted} bytes of log omitted ...]\n".encode())
+            self._put(bytes(self._tail))
             self._tail.clear()
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as exc:
+                self.error = self.error or exc
 
 
 def _pump(stream: Any, sink: LogSink) -> None:
@@ -283,22 +270,43 @@ def _pump(stream: Any, sink: LogSink) -> None:
         sink.write(chunk)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Ask the supervisor to stop the evaluator (SIGTERM, SIGKILL after the grace) and wait."""
+    proc.terminate()
+    try:
+        proc.wait(KILL_GRACE_SECONDS + 10)
+    except subprocess.TimeoutExpired:  # never seen: the supervisor is a few lines of stdlib
+        proc.kill()
+        proc.wait()
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    log: LogSink,
+    timeout: float,
+    cancelled: Callable[[], str | None],
+) -> tuple[str | None, bool]:
+    """Pump the output to the log until the evaluator ends; (stop reason, timed out)."""
+    pump = threading.Thread(target=_pump, args=(proc.stdout, log), daemon=True)
+    pump.start()
+    deadline = time.monotonic() + timeout
+    stop_reason: str | None = None
+    timed_out = False
+    while True:
         try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        try:
-            proc.wait(KILL_GRACE_SECONDS)
-            if sig == signal.SIGTERM:
-                # The leader is gone; make sure no child of it survives either.
-                os.killpg(proc.pid, signal.SIGKILL)
-            return
+            proc.wait(0.1)
+            break
         except subprocess.TimeoutExpired:
-            continue
-        except (ProcessLookupError, PermissionError):
-            return
+            pass
+        stop_reason = cancelled()
+        if stop_reason or time.monotonic() > deadline:
+            timed_out = stop_reason is None
+            _stop(proc)
+            break
+    pump.join(10)  # the supervisor killed every holder of the pipe; never wait forever anyway
+    if proc.stdout is not None:
+        proc.stdout.close()
+    return stop_reason, timed_out
 
 
 def run_command(
@@ -321,39 +329,30 @@ def run_command(
     output.unlink(missing_ok=True)
     argv = build_argv(command, input_dir=unpacked, output_file=output)
     log.line(f"running {shlex.join(argv)} (timeout {timeout:g} s)")
+    # The supervisor watches the read end; only this process holds the write end (not
+    # inheritable), so the kernel closes it when the worker dies, even by SIGKILL.
+    watch, held = os.pipe()
     try:
         proc = subprocess.Popen(
-            with_death_signal(argv),
-            stdin=subprocess.DEVNULL,
+            supervised(argv),
+            stdin=watch,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             cwd=unpacked,
             env=clean_env(workdir=workdir, facts=facts),
-            start_new_session=True,  # its own process group, so a timeout kills every child
+            start_new_session=True,  # a signal to the worker's group does not reach it
         )
     except OSError as exc:
+        os.close(held)
         reason = f"evaluator could not start: {type(exc).__name__}: {exc.strerror or exc}"
         log.line(reason)
         return Outcome(SubmissionStatus.FAILED, reason)
-    pump = threading.Thread(target=_pump, args=(proc.stdout, log), daemon=True)
-    pump.start()
-    deadline = time.monotonic() + timeout
-    stop_reason: str | None = None
-    timed_out = False
-    while True:
-        try:
-            proc.wait(0.1)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        stop_reason = cancelled()
-        if stop_reason or time.monotonic() > deadline:
-            timed_out = stop_reason is None
-            _kill_group(proc)
-            break
-    pump.join(10)  # a grandchild that left the group could hold the pipe: don't wait forever
-    if proc.stdout is not None:
-        proc.stdout.close()
+    finally:
+        os.close(watch)
+    try:
+        stop_reason, timed_out = _wait(proc, log, timeout, cancelled)
+    finally:
+        os.close(held)  # if anything of the evaluator is still running, it is killed now
     code = proc.returncode
     if stop_reason:
         log.line(f"stopped: {stop_reason}")

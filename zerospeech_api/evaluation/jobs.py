@@ -52,6 +52,7 @@ class Claimed:
     submission_id: str
     attempt: int
     owner: str
+    claim: int  # the job's claim number: names this attempt's own folder
 
 
 def _is_postgres(session: Session) -> bool:
@@ -171,6 +172,7 @@ def claim(*, db: Database, owner: str, lease_seconds: int) -> Claimed | None:
                     lease_owner=owner,
                     lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
                     attempts=Job.attempts + 1,
+                    claims=Job.claims + 1,
                     started_at=now,
                 )
                 .execution_options(synchronize_session=False)
@@ -193,9 +195,24 @@ def claim(*, db: Database, owner: str, lease_seconds: int) -> Claimed | None:
                 reason=f"claimed by worker {owner} (attempt {job.attempts}/{job.max_attempts})",
             )
             return Claimed(
-                job_id=job.id, submission_id=job.submission_id, attempt=job.attempts, owner=owner
+                job_id=job.id,
+                submission_id=job.submission_id,
+                attempt=job.attempts,
+                owner=owner,
+                claim=job.claims,
             )
     return None
+
+
+def latest_attempt(*, session: Session, submission_id: str) -> tuple[int, int] | None:
+    """(job id, claim number) of the submission's most recent attempt, None if never claimed."""
+    row = session.execute(
+        select(Job.id, Job.claims)
+        .where(Job.submission_id == submission_id, Job.claims > 0)
+        .order_by(Job.id.desc())
+        .limit(1)
+    ).first()
+    return (row.id, row.claims) if row else None
 
 
 def _owned(job_id: int, owner: str) -> ColumnElement[bool]:

@@ -17,9 +17,9 @@ from zerospeech_api.db.tables import (
     User,
 )
 from zerospeech_api.errors import Conflict, Forbidden, Unauthorized
+from zerospeech_api.evaluation.attempt import current_log_path
 from zerospeech_api.evaluation.evaluators import read_results, results_path
 from zerospeech_api.settings import Settings
-from zerospeech_api.submissions import storage
 from zerospeech_api.submissions.events import submission_events
 from zerospeech_api.submissions.service import NOT_YOURS, can_manage, get_submission
 
@@ -43,10 +43,10 @@ def read_tail(path: os.PathLike[str], limit: int) -> tuple[str, int, bool]:
 def submission_log(
     *, session: Session, settings: Settings, submission: Submission, tail_bytes: int
 ) -> dict[str, Any]:
-    """Status events with times, and the tail of the evaluation log."""
+    """Status events with times, and the tail of the latest attempt's evaluation log."""
     events = submission_events(session=session, submission_id=submission.id)
     text, size, truncated = read_tail(
-        storage.evaluation_log_path(settings, submission.id),
+        current_log_path(session=session, settings=settings, submission_id=submission.id),
         max(0, min(tail_bytes, MAX_LOG_TAIL_BYTES)),
     )
     return {

@@ -1,9 +1,13 @@
 """The evaluation worker: promote, requeue expired, claim, unpack, evaluate, publish, notify.
 
 No database transaction is held during slow work: each step is its own short transaction, and
-results are written only while this worker still owns the job's lease. A background thread
-renews the lease; if renewal fails the evaluation is stopped and nothing is written. SIGTERM lets
-the current job finish within `worker_stop_grace_seconds`, then releases it and exits.
+every row is written only while this worker still owns the job's lease (jobs.py). Files are
+per attempt (attempt.py) and every file write passes the lease's fence (lease.py); the results
+are published by a rename inside the transaction that checks ownership, so a worker that stalled
+past its lease and wakes up writes nothing, neither a row nor a file the new attempt uses. If
+renewal fails the evaluation is stopped. SIGTERM lets the current job finish within
+`worker_stop_grace_seconds`, then releases it and exits. A full disk fails the job as a platform
+fault, with the reason; the archive and the published results are untouched.
 """
 
 from __future__ import annotations
@@ -11,13 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 
 from sqlalchemy import select
@@ -30,6 +32,7 @@ from zerospeech_api.db.tables import (
     SubmissionStatus,
 )
 from zerospeech_api.evaluation import jobs
+from zerospeech_api.evaluation.attempt import AttemptFiles, remove_stale_scratch
 from zerospeech_api.evaluation.evaluators import (
     Cancelled,
     LogSink,
@@ -41,7 +44,14 @@ from zerospeech_api.evaluation.evaluators import (
     submission_facts,
     write_results,
 )
-from zerospeech_api.evaluation.unpack import UnpackError, UnpackInterrupted, unpack
+from zerospeech_api.evaluation.lease import LEASE_LOST, Lease
+from zerospeech_api.evaluation.unpack import (
+    NoSpace,
+    UnpackError,
+    UnpackInterrupted,
+    is_space_error,
+    unpack,
+)
 from zerospeech_api.leaderboards.service import publish, unpublish
 from zerospeech_api.mail import Mailer
 from zerospeech_api.settings import Settings
@@ -50,8 +60,11 @@ from zerospeech_api.submissions.events import log_event
 
 log = logging.getLogger("zerospeech_api.worker")
 
-LEASE_LOST = "lease lost: another worker may have taken the job"
-STOPPING = "worker stopping (SIGTERM) before the evaluation finished"
+PLATFORM_FAULT = (
+    "{detail}: a fault of the server, not of the submission; an admin can run it again "
+    "(`zerospeech-api submissions evaluate ID`) once there is room"
+)
+DISK_FULL = "the server's disk filled up during the evaluation"
 
 
 def worker_identity() -> str:
@@ -68,50 +81,6 @@ class JobPlan:
     command: str | None
     timeout: float
     leaderboard_paths: list[str]
-
-
-class Heartbeat(threading.Thread):
-    """Renews the lease while a job runs; sets `reason` when the job must stop."""
-
-    def __init__(self, worker: Worker, claimed: jobs.Claimed) -> None:
-        super().__init__(name="lease-heartbeat", daemon=True)
-        self.worker = worker
-        self.claimed = claimed
-        self.reason: str | None = None
-        self.lost = False
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        settings = self.worker.settings
-        interval = max(0.5, settings.job_lease_seconds / 3)
-        next_renewal = time.monotonic() + interval
-        while not self._done.wait(0.1):
-            now = time.monotonic()
-            stop_at = self.worker.stop_requested_at
-            if stop_at is not None and now - stop_at >= settings.worker_stop_grace_seconds:
-                self.reason = self.reason or STOPPING
-            if now < next_renewal:
-                continue
-            try:
-                ok = jobs.renew(
-                    db=self.worker.db,
-                    job_id=self.claimed.job_id,
-                    owner=self.claimed.owner,
-                    lease_seconds=settings.job_lease_seconds,
-                )
-            except Exception as exc:  # a database hiccup: retry soon; expiry decides
-                log.warning("lease renewal failed: %s", type(exc).__name__)
-                next_renewal = now + 1
-                continue
-            if not ok:
-                self.lost = True
-                self.reason = LEASE_LOST
-                return
-            next_renewal = now + interval
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join(10)
 
 
 class Worker:
@@ -158,14 +127,25 @@ class Worker:
             for submission_id, status in jobs.requeue_expired(db=self.db):
                 log.warning("submission %s: lease expired, now %s", submission_id, status)
                 if status == SubmissionStatus.FAILED:
+                    # Nobody owns the job any more: the dead workers' unpacked copies can go.
+                    remove_stale_scratch(s, submission_id, keep=None)
                     self.notify(submission_id)
         if self.stop_event.is_set() or not (todo.uploaded or todo.expired or todo.queued):
             return False
+        claimed_at = time.monotonic()
         claimed = jobs.claim(db=self.db, owner=self.identity, lease_seconds=s.job_lease_seconds)
         if claimed is None:
             return False
-        self.run_job(claimed)
+        self.run_job(claimed, claimed_at=claimed_at)
         return True
+
+    def grace_over(self) -> bool:
+        """True once a requested stop has waited `worker_stop_grace_seconds`."""
+        stop_at = self.stop_requested_at
+        return (
+            stop_at is not None
+            and time.monotonic() - stop_at >= self.settings.worker_stop_grace_seconds
+        )
 
     # --- one job ---------------------------------------------------------------------------
 
@@ -192,51 +172,80 @@ class Worker:
                 leaderboard_paths=list(paths),
             )
 
-    def run_job(self, claimed: jobs.Claimed) -> None:
+    def run_job(self, claimed: jobs.Claimed, *, claimed_at: float | None = None) -> None:
         """Evaluate one claimed job and record the outcome (unless the lease was lost)."""
-        s = self.settings
-        sid = claimed.submission_id
-        started = time.monotonic()
-        heartbeat = Heartbeat(self, claimed)
-        heartbeat.start()
-        log_path = storage.evaluation_log_path(s, sid)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_bytes(b"")
-        sink = LogSink(log_path, max_bytes=s.evaluation_log_max_bytes)
-        sink.line(f"attempt {claimed.attempt} by worker {self.identity}")
-        unpacked = storage.unpacked_dir(s, sid)
-        workdir = storage.submission_dir(s, sid) / "work"
-        cancelled: Cancelled | None = None
+        lease = Lease(
+            db=self.db,
+            claimed=claimed,
+            lease_seconds=self.settings.job_lease_seconds,
+            claimed_at=time.monotonic() if claimed_at is None else claimed_at,
+            stopping=self.grace_over,
+        )
+        lease.start()
+        files = AttemptFiles.of(self.settings, claimed)
         try:
-            outcome = self._evaluate(claimed, heartbeat, sink, unpacked, workdir)
-        except Cancelled as exc:
-            cancelled = exc
-        except Exception as exc:
-            log.exception("submission %s: evaluation error", sid)
-            outcome = Outcome(
-                SubmissionStatus.FAILED, f"internal error during evaluation ({type(exc).__name__})"
-            )
-            sink.line(outcome.reason)
-        sink.close()
-        heartbeat.stop()
-        self._cleanup(unpacked, workdir)
-        if cancelled is not None:
-            self._cancelled(claimed, heartbeat, str(cancelled))
+            self._attempt(claimed, lease, files)
+        finally:
+            lease.stop()
+            files.remove_scratch()  # this attempt's own folder: never another attempt's
+
+    def _attempt(self, claimed: jobs.Claimed, lease: Lease, files: AttemptFiles) -> None:
+        s, sid = self.settings, claimed.submission_id
+        started = time.monotonic()
+        if not lease.owned():
+            log.warning("submission %s: %s before the attempt started", sid, LEASE_LOST)
             return
-        if heartbeat.lost:
+        # Whatever a dead or stalled worker unpacked for this submission: the owner removes it.
+        remove_stale_scratch(s, sid, keep=files.root)
+        sink: LogSink | None = None
+        try:
+            files.root.mkdir(parents=True, exist_ok=True)
+            sink = LogSink(files.log, max_bytes=s.evaluation_log_max_bytes, guard=lease.owned)
+            sink.line(f"attempt {claimed.attempt} by worker {self.identity}")
+            outcome = self._evaluate(claimed, lease, sink, files)
+        except Cancelled as exc:
+            if sink is not None:
+                sink.close()
+            self._cancelled(claimed, lease, str(exc))
+            return
+        except Exception as exc:
+            outcome = self._fault(sid, exc)
+            if sink is not None:
+                sink.line(outcome.reason)
+        if sink is not None:
+            sink.close()
+            if sink.error is not None and is_space_error(sink.error):
+                outcome = Outcome(SubmissionStatus.FAILED, PLATFORM_FAULT.format(detail=DISK_FULL))
+        # Confirm the lease now: after a pause it may have gone, and nothing must be written then.
+        if not self._confirm(lease):
             log.warning("submission %s: %s; result discarded", sid, LEASE_LOST)
             return
         if outcome.status == SubmissionStatus.COMPLETED:
-            write_results(results_path(s, sid), outcome.entries)
-        self._record(claimed, outcome, time.monotonic() - started)
+            try:
+                write_results(files.results, outcome.entries)
+            except OSError as exc:
+                outcome = self._fault(sid, exc)
+        self._record(claimed, outcome, time.monotonic() - started, files)
+
+    def _fault(self, submission_id: str, exc: Exception) -> Outcome:
+        """The outcome of an unexpected error: a full disk is named, anything else logged."""
+        if is_space_error(exc):
+            log.error("submission %s: disk full: %s", submission_id, exc)
+            return Outcome(SubmissionStatus.FAILED, PLATFORM_FAULT.format(detail=DISK_FULL))
+        log.exception("submission %s: evaluation error", submission_id)
+        return Outcome(
+            SubmissionStatus.FAILED, f"internal error during evaluation ({type(exc).__name__})"
+        )
+
+    def _confirm(self, lease: Lease) -> bool:
+        try:
+            return lease.renew()
+        except Exception as exc:  # the database is unreachable: the lease will decide
+            log.warning("lease renewal failed: %s", type(exc).__name__)
+            return False
 
     def _evaluate(
-        self,
-        claimed: jobs.Claimed,
-        heartbeat: Heartbeat,
-        sink: LogSink,
-        unpacked: Path,
-        workdir: Path,
+        self, claimed: jobs.Claimed, lease: Lease, sink: LogSink, files: AttemptFiles
     ) -> Outcome:
         s = self.settings
         plan = self.plan(claimed.submission_id)
@@ -246,41 +255,41 @@ class Worker:
         try:
             stats = unpack(
                 archive,
-                unpacked,
+                files.unpacked,
                 max_bytes=s.max_unpacked_bytes,
                 max_files=s.max_unpacked_files,
-                should_stop=lambda: heartbeat.reason is not None,
+                room=storage.free_bytes(s) - s.unpack_reserve_bytes,
+                should_stop=lambda: lease.reason is not None or not lease.owned(),
             )
         except UnpackError as exc:
             sink.line(f"archive refused: {exc.reason}")
             return Outcome(SubmissionStatus.INVALID, f"archive refused: {exc.reason}")
+        except NoSpace as exc:
+            detail = f"{exc.reason} (ZR_UNPACK_RESERVE_BYTES={s.unpack_reserve_bytes} kept free)"
+            sink.line(PLATFORM_FAULT.format(detail=detail))
+            return Outcome(SubmissionStatus.FAILED, PLATFORM_FAULT.format(detail=detail))
         except UnpackInterrupted:
-            raise Cancelled(heartbeat.reason or STOPPING) from None
+            raise Cancelled(lease.reason or LEASE_LOST) from None
         sink.line(f"unpacked {stats.files} files, {stats.bytes} bytes")
         if plan.evaluator_kind == EvaluatorKind.COMMAND and plan.command:
             return run_command(
                 facts=plan.facts,
                 command=plan.command,
-                unpacked=unpacked,
-                workdir=workdir,
+                unpacked=files.unpacked,
+                workdir=files.work,
                 timeout=plan.timeout,
                 log=sink,
-                cancelled=lambda: heartbeat.reason,
+                cancelled=lambda: lease.reason,
             )
         return run_scores(
             facts=plan.facts,
-            unpacked=unpacked,
+            unpacked=files.unpacked,
             leaderboard_paths=plan.leaderboard_paths,
             log=sink,
         )
 
-    def _cleanup(self, *folders: Path) -> None:
-        # The archive stays; the unpacked copy would double the disk used by every submission.
-        for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def _cancelled(self, claimed: jobs.Claimed, heartbeat: Heartbeat, reason: str) -> None:
-        if heartbeat.lost:
+    def _cancelled(self, claimed: jobs.Claimed, lease: Lease, reason: str) -> None:
+        if lease.lost:
             log.warning("submission %s: %s; stopped without writing", claimed.submission_id, reason)
             return
         released = jobs.release(
@@ -288,7 +297,9 @@ class Worker:
         )
         log.info("submission %s: released (%s): %s", claimed.submission_id, released, reason)
 
-    def _record(self, claimed: jobs.Claimed, outcome: Outcome, duration: float) -> None:
+    def _record(
+        self, claimed: jobs.Claimed, outcome: Outcome, duration: float, files: AttemptFiles
+    ) -> None:
         with self.db.transaction() as session:
             submission = jobs.finish(
                 session=session,
@@ -310,6 +321,12 @@ class Worker:
                     else "not published on any public leaderboard"
                 )
                 log_event(session=session, submission_id=submission.id, message=message)
+                # Last step before the commit, while the ownership update holds the job row (the
+                # whole database on SQLite): no other attempt can finish or be claimed meanwhile,
+                # and if the rename fails the publication is rolled back.
+                published = results_path(self.settings, claimed.submission_id)
+                os.replace(files.results, published)
+                storage.fsync_dir(published.parent)
             else:
                 unpublish(session=session, submission_id=submission.id)
         log.info("submission %s: %s (%s)", claimed.submission_id, outcome.status, outcome.reason)
