@@ -8,6 +8,10 @@
    interleaved and the median kept; the figure is the ratio leaderboard / bare.
 2. Time from a submission becoming `uploaded` to its entry being published (row committed) and
    visible on the public JSON, with an idle `worker` process on default settings.
+3. Cold CSV: right after a change of a big leaderboard (--cold-entries), the wall time of
+   --cold-readers concurrent GET /csv against one such read (baseline, same run; with single
+   flight each process compiles once, so the ratio stays near 1, not near the reader count), and
+   the growth of the server workers' peak RSS (VmHWM) during the concurrent reads.
 """
 
 from __future__ import annotations
@@ -295,6 +299,80 @@ def asgi_in_process(env_file: Path, body40: bytes, calls: int = 3000) -> dict[st
     return asyncio.run(rounds())
 
 
+def workers_peak_rss_mib(master: int) -> float:
+    """Sum of the peak resident memory (VmHWM) of a gunicorn master's worker processes."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("PPid", "").strip() == str(master):
+            total += int(fields.get("VmHWM", "0 kB").split()[0])
+    return total / 1024
+
+
+def cold_csv(env_file: Path, port: int, master: int, *, entries: int, readers: int) -> None:
+    """Concurrent CSV reads of a big leaderboard just changed vs one such read (see 3.)."""
+    import threading
+
+    import httpx
+
+    from tests.helpers.evaluation import make_leaderboard, realistic_entry
+    from zerospeech_api.db.engine import Database
+    from zerospeech_api.leaderboards import service
+    from zerospeech_api.settings import load_settings
+
+    settings = load_settings(env_file)
+    db = Database(settings.database)
+    make_leaderboard(db, "cold", "sLM21")
+    data = [realistic_entry(n) for n in range(entries)]
+    url = f"http://127.0.0.1:{port}/leaderboards/cold/csv"
+
+    def reads(count: int) -> tuple[float, float]:
+        """(wall seconds, server CPU seconds) of `count` readers right after a change."""
+        with db.transaction() as session:  # a change: every process must compile again
+            service.import_entries(session=session, label="cold", entries=data)
+        time.sleep(settings.leaderboard_recheck_seconds + 0.2)
+        failures: list[int] = []
+
+        def one(n: int) -> None:
+            # Each reader from its own loopback address, as distinct visitors are (the server
+            # limits requests in flight per client).
+            transport = httpx.HTTPTransport(local_address=f"127.0.0.{2 + n}")
+            with httpx.Client(transport=transport, timeout=600) as client:
+                status = client.get(url).status_code
+            if status != 200:
+                failures.append(status)
+
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
+        start, cpu = time.monotonic(), server_cpu(master)
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise SystemExit(f"cold CSV reads failed: {failures}")
+        return time.monotonic() - start, server_cpu(master) - cpu
+
+    reads(8)  # warm-up: every worker has compiled it once
+    single = min(reads(1) for _ in range(2))
+    before = workers_peak_rss_mib(master)
+    together = reads(readers)
+    grown = workers_peak_rss_mib(master) - before
+    db.dispose()
+    print(f"# cold CSV after a change, {entries} entries")
+    print(f"{'case':24s} {'wall s':>8s} {'server CPU s':>13s}")
+    print(f"{'1 read':24s} {single[0]:8.2f} {single[1]:13.2f}")
+    print(f"{f'{readers} concurrent reads':24s} {together[0]:8.2f} {together[1]:13.2f}")
+    print(
+        f"ratios ({readers} / 1): wall {together[0] / single[0]:.2f}, "
+        f"server CPU {together[1] / max(single[1], 0.01):.2f}; "
+        f"workers' peak RSS grew {grown:.0f} MiB"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4)
@@ -302,6 +380,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--latency-runs", type=int, default=8)
+    parser.add_argument("--cold-entries", type=int, default=5000)
+    parser.add_argument("--cold-readers", type=int, default=30)
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="zr-bench-lb-"))
@@ -435,6 +515,13 @@ def main() -> None:
         )
 
         stop(bare)
+        cold_csv(
+            env_file,
+            api_port,
+            api.pid,
+            entries=args.cold_entries,
+            readers=args.cold_readers,
+        )
         worker = start(
             [sys.executable, "-m", "zerospeech_api", "--env-file", str(env_file), "worker"],
             tmp / "worker.log",

@@ -17,7 +17,15 @@ from tests.helpers.evaluation import (
     submission_files,
     zip_bytes,
 )
+from tests.helpers.leaderboards import (
+    csv_rows,
+    risky_cells,
+    store_entries,
+    stored_bad_entries,
+    strict_json,
+)
 from zerospeech_api.evaluation.worker import Worker
+from zerospeech_api.leaderboards.entries import NOT_FINITE
 
 HISTORIC = Path(__file__).parents[1] / "leaderboards" / "data" / "slm21-historic.json"
 
@@ -135,3 +143,32 @@ def test_rebuild_recollects_completed_submissions(cli, settings, db) -> None:
     assert values == sorted(values, reverse=True)
     archived = cli("leaderboards", "archive", "late")
     assert archived.exit_code == 0 and "archived" in archived.output
+
+
+def test_export_never_crashes_on_stored_entries_breaking_the_rules(cli, db) -> None:
+    bench = make_benchmark(db)
+    cli("leaderboards", "create", "hist", "--benchmark", bench, "--sort-key", "scores.a.b")
+    bad = stored_bad_entries(db)
+    store_entries(db, "hist", [{"submission_id": "good", "scores": {"a": {"b": 1}}}, *bad])
+    exported = cli("leaderboards", "export", "hist")
+    assert exported.exit_code == 0, exported.output
+    data = strict_json(exported.output)["data"]
+    assert data[0]["submission_id"] == "good" and len(data) == 1 + len(bad)
+    as_csv = cli("leaderboards", "export", "hist", "--format", "csv")
+    assert as_csv.exit_code == 0, as_csv.output
+    rows = csv_rows(as_csv.output)
+    assert len(rows) == 2 + len(bad) and risky_cells(rows) == []
+    shown = cli("leaderboards", "show", "hist", "--top", "20")
+    assert shown.exit_code == 0, shown.output
+
+
+def test_import_refuses_a_file_breaking_the_entry_rules(cli, db, tmp_path: Path) -> None:
+    bench = make_benchmark(db)
+    cli("leaderboards", "create", "hist", "--benchmark", bench, "--sort-key", "scores.a")
+    assert cli("leaderboards", "import", "hist", str(HISTORIC)).exit_code == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"last_modified": "x", "data": [{"scores": {"a": 1}}, {"scores": {"a": NaN}}]}')
+    refused = cli("leaderboards", "import", "hist", str(bad))
+    assert refused.exit_code == 1
+    assert "entry 2: at scores.a" in refused.output and NOT_FINITE in refused.output
+    assert len(json.loads(cli("leaderboards", "export", "hist").output)["data"]) == 12

@@ -10,6 +10,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers.evaluation import make_benchmark, make_leaderboard
+from tests.helpers.leaderboards import (
+    csv_rows,
+    risky_cells,
+    store_entries,
+    stored_bad_entries,
+    strict_json,
+)
 from zerospeech_api.app import create_app
 from zerospeech_api.leaderboards import service
 
@@ -134,3 +141,24 @@ def test_every_leaderboard_route_is_documented(board) -> None:
         assert "get" in paths[path], path
     assert "304" in paths["/leaderboards/{label}/json"]["get"]["responses"]
     assert client.head("/leaderboards/slm21/json").status_code == 200
+
+
+def test_stored_entries_breaking_the_rules_never_break_the_public_reads(board, db) -> None:
+    client, _ = board
+    bad = stored_bad_entries(db)
+    store_entries(db, "slm21", bad)
+    response = client.get("/leaderboards/slm21/json")
+    assert response.status_code == 200
+    data = strict_json(response.text)["data"]
+    assert len(data) == 12 + len(bad)
+    assert {e["submission_id"] for e in data[12:]} == {e["submission_id"] for e in bad}
+    for entry in bad:
+        one = client.get(f"/leaderboards/slm21/entry/{entry['submission_id']}")
+        assert one.status_code == 200
+        assert strict_json(one.text)["submission_id"] == entry["submission_id"]
+    assert client.get("/leaderboards/slm21/entry/0b02c1f5e9a34d2b").json()["index"] == 1
+    csv_response = client.get("/leaderboards/slm21/csv")
+    assert csv_response.status_code == 200
+    rows = csv_rows(csv_response.text)
+    assert len(rows) == 1 + len(data)
+    assert risky_cells(rows) == []

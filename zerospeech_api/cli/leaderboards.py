@@ -13,8 +13,18 @@ from pathlib import Path
 import click
 
 from zerospeech_api.cli.context import CliContext, pass_ctx
-from zerospeech_api.cli.output import domain_errors, fields, table
-from zerospeech_api.leaderboards import service
+from zerospeech_api.cli.output import domain_errors, fail, fields, table
+from zerospeech_api.leaderboards import definition, service
+
+COLUMN_OPTION = click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    metavar="KEY=LABEL[:FORMAT]",
+    help="A score column of the web page, in order (repeat it), e.g. "
+    "'scores.lexical.all.test=Lexical (test):.2f'; FORMAT like .2f, .1%, .3e or ,d. "
+    "Without it the page shows every numeric score.",
+)
 
 
 @contextmanager
@@ -62,12 +72,20 @@ def group() -> None:
     default=False,
     help="Ranking direction (default: descending, higher is better).",
 )
+@COLUMN_OPTION
 @pass_ctx
 def create(
-    ctx: CliContext, label: str, benchmark_id: str, entry_path: str, sort_key: str, ascending: bool
+    ctx: CliContext,
+    label: str,
+    benchmark_id: str,
+    entry_path: str,
+    sort_key: str,
+    ascending: bool,
+    columns: tuple[str, ...],
 ) -> None:
     """Create a leaderboard of a benchmark."""
     with domain_errors(), ctx.db.transaction() as session:
+        parsed = definition.check_columns([definition.parse_column(c) for c in columns])
         service.create_leaderboard(
             session=session,
             label=label,
@@ -76,7 +94,48 @@ def create(
             sort_key=sort_key,
             descending=not ascending,
         )
+        if parsed:
+            definition.update_leaderboard(session=session, label=label, columns=parsed)
     click.echo(f"created leaderboard {label}")
+
+
+@group.command()
+@click.argument("label")
+@click.option("--sort-key", default=None, help="New dotted key to rank by.")
+@click.option(
+    "--ascending/--descending", default=None, help="New ranking direction (default: unchanged)."
+)
+@COLUMN_OPTION
+@click.option(
+    "--default-columns", is_flag=True, help="Forget the columns: show every numeric score."
+)
+@pass_ctx
+def update(
+    ctx: CliContext,
+    label: str,
+    sort_key: str | None,
+    ascending: bool | None,
+    columns: tuple[str, ...],
+    default_columns: bool,
+) -> None:
+    """Change how a leaderboard ranks and which score columns its web page shows."""
+    if columns and default_columns:
+        fail("give --column or --default-columns, not both")
+    changes: dict = {}
+    if sort_key is not None:
+        changes["sort_key"] = sort_key
+    if ascending is not None:
+        changes["descending"] = not ascending
+    if default_columns:
+        changes["columns"] = None
+    if not changes and not columns:
+        fail("nothing to change: give --sort-key, --ascending/--descending or --column")
+    with domain_errors():
+        if columns:
+            changes["columns"] = [definition.parse_column(c) for c in columns]
+        with ctx.db.transaction() as session:
+            definition.update_leaderboard(session=session, label=label, **changes)
+    click.echo(f"updated leaderboard {label}")
 
 
 @group.command(name="list")
@@ -198,7 +257,9 @@ def export(ctx: CliContext, label: str, fmt: str, output: Path | None) -> None:
     if fmt == "csv":
         data = service.to_csv(compiled).encode("utf-8")
     else:
-        data = (json.dumps(compiled, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        # Strict like the public JSON: compile already turned what JSON cannot carry into null.
+        text = json.dumps(compiled, ensure_ascii=False, indent=2, allow_nan=False)
+        data = (text + "\n").encode("utf-8")
     if output is None:
         click.echo(data.decode("utf-8"), nl=False)
         return

@@ -5,6 +5,12 @@ process; in between the cached bytes are served as they are. The version covers 
 leaderboard row (its `updated_at` is bumped by every publish, import and rebuild) and its entries
 (count and newest `updated_at`, which also catches entries removed by a cascade), so any change
 of any entry produces new bytes and a new ETag.
+
+Single flight, bounded memory: readers that find a leaderboard changed queue on a lock of its
+own, and the first compiles while the others then find the new version already there, so a
+process compiles each version once however many readers arrive together (likewise its CSV). A
+process keeps one version per leaderboard, as bytes only: the JSON body, where each entry sits
+in it, and the CSV once asked for; no Python copy of the entries.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from zerospeech_api.db.engine import Database
 from zerospeech_api.errors import NotFound
 from zerospeech_api.leaderboards import service
@@ -23,34 +31,71 @@ from zerospeech_api.leaderboards import service
 
 @dataclass
 class Compiled:
-    """One compiled leaderboard: JSON bytes, strong ETag, CSV made on first request."""
+    """One compiled leaderboard: JSON bytes, strong ETag, entry spans, CSV made on first use."""
 
     label: str
     version: tuple
-    document: dict[str, Any]
     body: bytes
     etag: str
+    spans: dict[str, tuple[int, int]]  # submission id -> its entry's bytes in `body`
     checked_at: float
     _csv: bytes | None = field(default=None, repr=False)
+    _csv_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
+    def csv_ready(self) -> bool:
+        return self._csv is not None
+
     def csv(self) -> bytes:
+        """The CSV, built once: concurrent first readers wait for the one build."""
         if self._csv is None:
-            self._csv = service.to_csv(self.document).encode("utf-8")
+            with self._csv_lock:
+                if self._csv is None:
+                    self._csv = service.to_csv(json.loads(self.body)).encode("utf-8")
         return self._csv
 
     def csv_etag(self) -> str:
         return self.etag[:-1] + '-csv"'
 
+    def entry(self, entry_id: str) -> bytes | None:
+        """The JSON of the ranked entry whose `submission_id` is `entry_id`."""
+        span = self.spans.get(entry_id)
+        return self.body[span[0] : span[1]] if span else None
 
-def encode(document: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON (HTML in the data stays data: served as application/json only)."""
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+def encode(document: Any) -> bytes:
+    """Compact, strict UTF-8 JSON (HTML in the data stays data: served as application/json only).
+
+    `allow_nan=False`: what a browser's JSON.parse refuses is never sent (compile cleans it).
+    """
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+        "utf-8"
+    )
 
 
 def etag_of(body: bytes) -> str:
     """Strong ETag of a response body."""
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def build(label: str, version: tuple, document: dict[str, Any]) -> Compiled:
+    """The cached form of a compiled document: `encode(document)`, noting each entry's span."""
+    head = b'{"last_modified":' + encode(document["last_modified"]) + b',"data":['
+    parts = [head]
+    spans: dict[str, tuple[int, int]] = {}
+    offset = len(head)
+    for n, entry in enumerate(document["data"]):
+        if n:
+            parts.append(b",")
+            offset += 1
+        chunk = encode(entry)
+        if entry.get("submission_id") is not None:
+            spans.setdefault(str(entry["submission_id"]), (offset, offset + len(chunk)))
+        parts.append(chunk)
+        offset += len(chunk)
+    parts.append(b"]}")
+    body = b"".join(parts)
+    return Compiled(label, version, body, etag_of(body), spans, time.monotonic())
 
 
 class LeaderboardCache:
@@ -60,7 +105,8 @@ class LeaderboardCache:
         self.db = db
         self.recheck_seconds = recheck_seconds
         self._items: dict[str, Compiled] = {}
-        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}  # one per existing label, made on demand
+        self._locks_lock = threading.Lock()
 
     def fresh(self, label: str) -> Compiled | None:
         """The cached leaderboard if checked recently enough (no database access)."""
@@ -70,23 +116,38 @@ class LeaderboardCache:
         return None
 
     def load(self, label: str) -> Compiled:
-        """Check the version in the database; recompile only if it changed."""
+        """Check the version in the database; recompile only if it changed (single flight)."""
         with self.db.session(read_only=True) as session:
-            version = service.leaderboard_version(session=session, label=label)
-            if version is None:
-                self._items.pop(label, None)
-                raise NotFound(service.NO_LEADERBOARD.format(label=label))
-            item = self._items.get(label)
-            now = time.monotonic()
-            if item is not None and item.version == version:
-                item.checked_at = now
-                return item
-            leaderboard = service.get_leaderboard(session=session, label=label)
-            document = service.compile_leaderboard(session=session, leaderboard=leaderboard)
-        body = encode(document)
-        item = Compiled(label, version, document, body, etag_of(body), now)
-        with self._lock:
-            self._items[label] = item
+            item = self._cached(label, self._version(session, label))
+        if item is not None:
+            return item
+        with self._locks_lock:
+            lock = self._locks.setdefault(label, threading.Lock())
+        with lock:
+            with self.db.session(read_only=True) as session:
+                version = self._version(session, label)
+                # Whoever waited here finds the version the first reader compiled meanwhile.
+                item = self._cached(label, version)
+                if item is not None:
+                    return item
+                leaderboard = service.get_leaderboard(session=session, label=label)
+                document = service.compile_leaderboard(session=session, leaderboard=leaderboard)
+            item = build(label, version, document)
+            self._items[label] = item  # the previous version goes when its last reader is done
+            return item
+
+    def _version(self, session: Session, label: str) -> tuple:
+        version = service.leaderboard_version(session=session, label=label)
+        if version is None:
+            self._items.pop(label, None)
+            raise NotFound(service.NO_LEADERBOARD.format(label=label))
+        return version
+
+    def _cached(self, label: str, version: tuple) -> Compiled | None:
+        item = self._items.get(label)
+        if item is None or item.version != version:
+            return None
+        item.checked_at = time.monotonic()
         return item
 
     def get(self, label: str) -> Compiled:

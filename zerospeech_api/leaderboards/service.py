@@ -24,22 +24,32 @@ from zerospeech_api.db.tables import (
 )
 from zerospeech_api.errors import BadRequest, Conflict, NotFound
 from zerospeech_api.evaluation.evaluators import (
-    MAX_ENTRY_BYTES,
-    EntryError,
     entry_for,
-    parse_entry,
     read_results,
     results_path,
     stamp,
     submission_facts,
 )
 from zerospeech_api.evaluation.unpack import UnpackError, read_member, safe_member_path
+from zerospeech_api.leaderboards.entries import (
+    MAX_DEPTH,
+    MAX_ENTRY_BYTES,
+    EntryError,
+    check_value,
+    loads,
+    parse_entry,
+    public_entry,
+)
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage
 
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SORT_KEY_RE = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
-CSV_DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
+# What a spreadsheet may run as a formula (OWASP CSV injection; full-width forms too), checked
+# after the leading whitespace and control characters an importer may skip.
+CSV_FORMULA = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+CSV_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CSV_SKIPPED = re.compile(r"[\s\x00-\x1f\x7f-\x9f]*")
 
 BAD_LABEL = "leaderboard label: letters, digits, '_', '.', '-' (1 to 100, starting alphanumeric)"
 BAD_SORT_KEY = "sort key must be a dotted path such as scores.lexical.all.test"
@@ -226,18 +236,16 @@ def dotted_get(data: Any, key: str) -> Any:
 
 
 def sort_value(data: dict[str, Any], key: str) -> float | None:
-    """The numeric ranking value, or None (missing, null, not a number: ranks last)."""
+    """The numeric ranking value, or None (missing, null, not a number, not comparable as a
+    float: ranks last). Never raises, whatever is stored."""
     value = dotted_get(data, key)
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if not isinstance(value, int | float) or not math.isfinite(value):
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):  # text that is no number; an int beyond a float
         return None
-    return float(value)
+    return number if math.isfinite(number) else None
 
 
 def rank(
@@ -282,7 +290,7 @@ def leaderboard_version(*, session: Session, label: str) -> tuple | None:
 
 
 def compile_leaderboard(*, session: Session, leaderboard: Leaderboard) -> dict[str, Any]:
-    """`{"last_modified": ISO, "data": [ranked entries]}`."""
+    """`{"last_modified": ISO, "data": [ranked entries]}`, strict JSON whatever is stored."""
     rows = session.execute(
         select(LeaderboardEntry.data, LeaderboardEntry.updated_at)
         .where(LeaderboardEntry.leaderboard_id == leaderboard.id)
@@ -290,38 +298,37 @@ def compile_leaderboard(*, session: Session, leaderboard: Leaderboard) -> dict[s
     ).all()
     last = max([leaderboard.updated_at, *(r.updated_at for r in rows)])
     data = rank(
-        (r.data for r in rows), sort_key=leaderboard.sort_key, descending=leaderboard.descending
+        (public_entry(r.data) for r in rows),
+        sort_key=leaderboard.sort_key,
+        descending=leaderboard.descending,
     )
     return {"last_modified": last.isoformat(), "data": data}
-
-
-def find_entry(compiled: dict[str, Any], entry_id: str) -> dict[str, Any] | None:
-    """The ranked entry whose `submission_id` is `entry_id`."""
-    for entry in compiled["data"]:
-        if str(entry.get("submission_id")) == entry_id:
-            return entry
-    return None
 
 
 # --- CSV ----------------------------------------------------------------------------------
 
 
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested objects become dotted keys; lists become JSON text."""
+def flatten(data: dict[str, Any], prefix: str = "", depth: int = 1) -> dict[str, Any]:
+    """Nested objects become dotted keys (to `MAX_DEPTH` levels); lists and deeper objects
+    become JSON text."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, list):
-            flat[name] = json.dumps(value, ensure_ascii=False)
+        if isinstance(value, dict) and depth < MAX_DEPTH:
+            flat.update(flatten(value, f"{name}.", depth + 1))
+        elif isinstance(value, list | dict):
+            flat[name] = json.dumps(value, ensure_ascii=False, allow_nan=False)
         else:
             flat[name] = value
     return flat
 
 
 def csv_cell(value: Any) -> str:
-    """Text of one cell; text a spreadsheet would run as a formula gets a leading quote."""
+    """Text of one cell; text a spreadsheet could run as a formula gets a leading quote.
+
+    Risky text starts with a control character (tab, CR...) or, once the leading whitespace
+    and control characters are skipped, with a formula character.
+    """
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -329,15 +336,20 @@ def csv_cell(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value) if isinstance(value, float) else str(value)
     text = str(value)
-    return "'" + text if text.startswith(CSV_DANGEROUS) else text
+    if text[:1].isalnum():  # the usual case, settled without a regular expression
+        return text
+    start = CSV_SKIPPED.match(text).end()  # type: ignore[union-attr]
+    risky = CSV_CONTROL.match(text) or text.startswith(CSV_FORMULA, start)
+    return "'" + text if risky else text
 
 
 def to_csv(compiled: dict[str, Any]) -> str:
-    """The ranked entries as CSV with one column per dotted key (first-seen order)."""
+    """The ranked entries as RFC 4180 CSV (CRLF rows; a cell with a comma, quote, CR or LF is
+    quoted) with one column per dotted key (first-seen order)."""
     rows = [flatten(entry) for entry in compiled["data"]]
     columns = list(dict.fromkeys(k for row in rows for k in row))
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([csv_cell(c) for c in columns])
     for row in rows:
         writer.writerow([csv_cell(row.get(c)) for c in columns])
@@ -348,17 +360,26 @@ def to_csv(compiled: dict[str, Any]) -> str:
 
 
 def parse_document(raw: bytes) -> list[dict[str, Any]]:
-    """The entries of a historic `{"last_modified", "data": [...]}` file."""
+    """The entries of a historic `{"last_modified", "data": [...]}` file (checked on import)."""
     try:
-        document = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest(f"{BAD_DOCUMENT}: not JSON ({str(exc)[:200]})") from None
+        document = loads(raw, what="leaderboard file")
+    except EntryError as exc:
+        raise BadRequest(f"{exc}; {BAD_DOCUMENT}") from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise BadRequest(BAD_DOCUMENT)
-    for n, entry in enumerate(document["data"], 1):
+    check_entries(document["data"])
+    return document["data"]
+
+
+def check_entries(entries: list[Any]) -> None:
+    """BadRequest naming the first entry that is not an object or breaks the entry rules."""
+    for n, entry in enumerate(entries, 1):
         if not isinstance(entry, dict):
             raise BadRequest(f"{BAD_DOCUMENT}: entry {n} is not an object")
-    return document["data"]
+        try:
+            check_value(entry)
+        except EntryError as exc:
+            raise BadRequest(f"entry {n}: {exc}") from None
 
 
 def import_entries(
@@ -368,7 +389,11 @@ def import_entries(
     entries: list[dict[str, Any]],
     progress: Progress | None = None,
 ) -> int:
-    """Replace the leaderboard's imported (submission-less) entries with these."""
+    """Replace the leaderboard's imported (submission-less) entries with these.
+
+    All or nothing: an entry that is not an object or breaks the entry rules refuses the import.
+    """
+    check_entries(entries)
     leaderboard = _lock(session, get_leaderboard(session=session, label=label, public=False).id)
     session.execute(
         delete(LeaderboardEntry).where(
@@ -389,17 +414,17 @@ def import_entries(
 def collect_entry(
     *, settings: Settings, submission: Submission, entry_path: str
 ) -> dict[str, Any] | None:
-    """A completed submission's entry for `entry_path`: from its results, else its archive."""
+    """A completed submission's entry for `entry_path`: from its results, else its archive;
+    None if neither has one that follows the entry rules."""
     found = entry_for(read_results(results_path(settings, submission.id)), entry_path)
-    if found is not None or not submission.has_scores:
-        return found
     archive = storage.archive_path(settings, submission.id)
     try:
-        raw = (
-            read_member(archive, entry_path, max_bytes=MAX_ENTRY_BYTES)
-            if archive.is_file()
-            else None
-        )
+        if found is not None:
+            check_value(found)  # results written before the entry rules may break them
+            return found
+        if not submission.has_scores or not archive.is_file():
+            return None
+        raw = read_member(archive, entry_path, max_bytes=MAX_ENTRY_BYTES)
         return stamp(parse_entry(raw), submission_facts(submission)) if raw else None
     except (UnpackError, EntryError):
         return None
