@@ -150,15 +150,17 @@ def start_serve(folder: Path, *, workers: int, env: dict[str, str] | None = None
     return server
 
 
-def start_gunicorn(app: str, *, folder: Path, workers: int) -> RunningServer:
+def start_gunicorn(
+    app: str, *, folder: Path, workers: int, env: dict[str, str] | None = None
+) -> RunningServer:
     """A plain gunicorn for `module:attr` in bench/, same worker class, count, keep-alive and
-    access log as `serve`."""
+    access log as `serve`; `env` is added to its environment."""
     argv = [
         sys.executable, "-m", "gunicorn", app,
         "--chdir", str(BENCH_DIR), "--worker-class", WORKER_CLASS, "--workers", str(workers),
         "--bind", f"127.0.0.1:{free_port()}", "--keep-alive", "5", "--access-logfile", "-",
     ]  # fmt: skip
-    server = _spawn("bare", argv, cwd=folder, env=clean_env())
+    server = _spawn("bare", argv, cwd=folder, env=clean_env(env))
     server.wait_ready("/")
     return server
 

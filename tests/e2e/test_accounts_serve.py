@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.helpers.outbox import Mail, wait_for_mail
+from tests.helpers.pages import csrf_token, submit
 from tests.helpers.processes import wait_for
 from tests.helpers.server import Server
 from zerospeech_api.accounts import service
@@ -98,7 +99,7 @@ def test_account_lifecycle(make_server: Callable[..., Server]) -> None:
         verified = client.get(_path(mail.link("verify")))
         assert verified.status_code == 200 and service.VERIFIED in verified.text
         assert client.get(_path(mail.link("verify"))).status_code == 400  # single use
-        form = client.post("/page/signup", data=_person("bob", "bobs password"))
+        form = submit(client, "/page/signup", "/page/signup", _person("bob", "bobs password"))
         assert form.status_code == 200
         bob_mail = wait_for_mail(_outbox(server), to="bob@example.org")
         secrets_seen.append(bob_mail.token("verify"))
@@ -190,7 +191,16 @@ def test_account_lifecycle(make_server: Callable[..., Server]) -> None:
             client.post("/auth/signup", json={**_person("carl"), "affiliation": "a" * 5000}),
             client.post("/auth/login", data={"username": "ada"}),
             client.post("/auth/login", json={"username": "ada", "password": "x"}),
-            client.post("/page/signup", content=b"\xff\xfe=%%%", headers=as_form),
+            client.post(
+                "/page/signup",
+                content=b"\xff\xfe=%%%&csrf_token=" + csrf_token(client, "/page/signup").encode(),
+                headers=as_form,
+            ),
+            # Control characters in bodies, paths and queries (security.inputs).
+            client.post("/auth/signup", json={**_person("dan"), "first_name": "D\x1b[2J\nx"}),
+            client.post("/auth/login", data={"username": "ada\x00", "password": "x"}),
+            client.get("/users/ada%00/profile", headers=_auth(token2)),
+            client.get("/page/verify?token=a%00b"),
         ]
         for response in bad_requests:
             assert response.status_code == 400, response.text
@@ -271,7 +281,8 @@ def test_login_throttle_is_shared_by_the_workers(make_server: Callable[..., Serv
 
 
 def test_concurrent_signups_on_two_workers(make_server: Callable[..., Server]) -> None:
-    server = make_server(workers=2, env={"ZR_KEEPALIVE": "60"})
+    # 31 sign-ups from one address: above the default per-address sign-up limit.
+    server = make_server(workers=2, env={"ZR_KEEPALIVE": "60", "ZR_SIGNUP_MAX_PER_ADDRESS": "100"})
     clients = _pinned_clients(server, per_worker=3)  # 6 connections, 3 on each worker
 
     def signups(n: int) -> list[int]:

@@ -7,13 +7,10 @@ with a 400 and the reasons; the pages call the same service functions as the JSO
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
-import jinja2
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from zerospeech_api.accounts import service
@@ -27,14 +24,15 @@ from zerospeech_api.accounts.schemas import (
 from zerospeech_api.deps import (
     ClientAddressDep,
     DatabaseDep,
+    DatabaseRoute,
     MailerDep,
-    SessionDep,
     SettingsDep,
 )
 from zerospeech_api.errors import READ_ONLY_DETAIL, DomainError
+from zerospeech_api.pages.csrf import require_csrf
+from zerospeech_api.pages.render import form_page
 from zerospeech_api.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 PASSWORDS_DIFFER = "the two passwords differ"
 SIGNUP_PAGE_DONE = (
     "Your account is created. We sent a link to your e-mail address: open it to verify the "
@@ -42,14 +40,12 @@ SIGNUP_PAGE_DONE = (
 )
 RESET_DONE = "Your password is changed and every session has ended: log in again."
 
-router = APIRouter(prefix="/page", include_in_schema=False)
-
-templates = Jinja2Templates(
-    env=jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-        autoescape=True,  # everything, whatever the file name
-        undefined=jinja2.ChainableUndefined,
-    )
+# Every form posted here must carry the CSRF token its page was rendered with.
+router = APIRouter(
+    prefix="/page",
+    include_in_schema=False,
+    route_class=DatabaseRoute,
+    dependencies=[Depends(require_csrf)],
 )
 
 Field = Annotated[str, Form()]
@@ -58,18 +54,16 @@ Field = Annotated[str, Form()]
 def render(
     request: Request, name: str, *, title: str, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    settings = request.app.state.settings
-    context.update(
+    return form_page(
+        request,
+        name,
         title=title,
-        app_name=settings.app_name,
-        contact_email=settings.contact_email,
+        status_code=status_code,
         min_password=MIN_PASSWORD_LENGTH,
         max_password=MAX_PASSWORD_LENGTH,
         max_name=MAX_NAME_LENGTH,
         max_affiliation=MAX_AFFILIATION_LENGTH,
-    )
-    return templates.TemplateResponse(
-        request, name, context, status_code=status_code, headers={"Cache-Control": "no-store"}
+        **context,
     )
 
 
@@ -112,8 +106,9 @@ def signup_form(request: Request) -> HTMLResponse:
 def signup_submit(
     request: Request,
     mailer: MailerDep,
-    session: SessionDep,
+    db: DatabaseDep,
     settings: SettingsDep,
+    address: ClientAddressDep,
     username: Field = "",
     email: Field = "",
     first_name: Field = "",
@@ -130,7 +125,7 @@ def signup_submit(
     }
     try:
         data = SignupRequest(**form, password=password)
-        service.signup(session=session, settings=settings, mailer=mailer, data=data)
+        service.signup(db=db, settings=settings, mailer=mailer, data=data, client_address=address)
     except ValidationError as exc:
         errors = validation_messages(exc)
     except DomainError as exc:
@@ -198,7 +193,7 @@ def ask_for_mail(
 def verify_resend(
     request: Request,
     mailer: MailerDep,
-    session: SessionDep,
+    db: DatabaseDep,
     settings: SettingsDep,
     address: ClientAddressDep,
     email: Field = "",
@@ -211,7 +206,7 @@ def verify_resend(
         send=service.resend_verification,
         sent=service.VERIFY_SENT,
         mailer=mailer,
-        session=session,
+        db=db,
         settings=settings,
         client_address=address,
     )
@@ -229,7 +224,7 @@ def reset_form(request: Request, token: str = "") -> HTMLResponse:
 def reset_request(
     request: Request,
     mailer: MailerDep,
-    session: SessionDep,
+    db: DatabaseDep,
     settings: SettingsDep,
     address: ClientAddressDep,
     email: Field = "",
@@ -242,7 +237,7 @@ def reset_request(
         send=service.request_password_reset,
         sent=service.RESET_SENT,
         mailer=mailer,
-        session=session,
+        db=db,
         settings=settings,
         client_address=address,
     )

@@ -6,9 +6,10 @@ import datetime as dt
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from zerospeech_api.bootstrap import SCORES_EVALUATOR
@@ -117,6 +118,60 @@ def require_open(benchmark: Benchmark, *, on: dt.date) -> None:
         raise Forbidden(NOT_OPEN.format(id=benchmark.id, why=reason))
 
 
+@dataclass(frozen=True)
+class QuotaUsage:
+    """A user's quota on one benchmark now: `limit` None means no quota (then `remaining` and
+    `next_slot_at` are None too); `next_slot_at` is when one more submission becomes possible,
+    None while nothing in the window uses a slot."""
+
+    limit: int | None
+    period_seconds: int | None
+    used: int
+    remaining: int | None
+    next_slot_at: dt.datetime | None
+
+
+def _counted(benchmark: Benchmark, user: User, since: dt.datetime) -> Any:
+    return (
+        Submission.user_id == user.id,
+        Submission.benchmark_id == benchmark.id,
+        Submission.created_at > since,
+        Submission.status.not_in([str(s) for s in NOT_COUNTED]),
+    )
+
+
+def quota_usage(
+    *, session: Session, benchmark: Benchmark, user: User, now: dt.datetime
+) -> QuotaUsage:
+    """How much of the benchmark's sliding-window quota the user has used, and when a slot frees."""
+    if benchmark.quota_count is None or benchmark.quota_period_seconds is None:
+        return QuotaUsage(None, None, 0, None, None)
+    period = dt.timedelta(seconds=benchmark.quota_period_seconds)
+    since = now - period
+    conditions = _counted(benchmark, user, since)
+    used = session.scalar(select(func.count()).select_from(Submission).where(*conditions)) or 0
+    # The next slot frees when the k-th newest counted submission leaves the window, k being
+    # min(used, limit): the oldest one while slots remain, the limit-th newest when none do.
+    kth = (
+        session.scalar(
+            select(Submission.created_at)
+            .where(*conditions)
+            .order_by(Submission.created_at.desc())
+            .offset(min(used, benchmark.quota_count) - 1)
+            .limit(1)
+        )
+        if used
+        else None
+    )
+    return QuotaUsage(
+        limit=benchmark.quota_count,
+        period_seconds=benchmark.quota_period_seconds,
+        used=used,
+        remaining=max(0, benchmark.quota_count - used),
+        next_slot_at=kth + period if kth is not None else None,
+    )
+
+
 def require_quota(*, session: Session, benchmark: Benchmark, user: User, now: dt.datetime) -> None:
     """`TooManyRequests` (with Retry-After) when the user used up the benchmark's quota.
 
@@ -127,23 +182,10 @@ def require_quota(*, session: Session, benchmark: Benchmark, user: User, now: dt
     if benchmark.quota_count is None or benchmark.quota_period_seconds is None:
         return
     session.execute(select(User.id).where(User.id == user.id).with_for_update())
-    since = now - dt.timedelta(seconds=benchmark.quota_period_seconds)
-    # The slot frees when the quota_count-th newest counted submission leaves the window.
-    oldest = session.scalar(
-        select(Submission.created_at)
-        .where(
-            Submission.user_id == user.id,
-            Submission.benchmark_id == benchmark.id,
-            Submission.created_at > since,
-            Submission.status.not_in([str(s) for s in NOT_COUNTED]),
-        )
-        .order_by(Submission.created_at.desc())
-        .offset(benchmark.quota_count - 1)
-        .limit(1)
-    )
-    if oldest is None:
+    usage = quota_usage(session=session, benchmark=benchmark, user=user, now=now)
+    if usage.remaining or usage.next_slot_at is None:
         return
-    wait = max(1, math.ceil((oldest - since).total_seconds()))
+    wait = max(1, math.ceil((usage.next_slot_at - now).total_seconds()))
     raise TooManyRequests(
         QUOTA_USED.format(
             id=benchmark.id,
@@ -153,6 +195,24 @@ def require_quota(*, session: Session, benchmark: Benchmark, user: User, now: dt
         ),
         retry_after=wait,
     )
+
+
+def user_quotas(
+    *, session: Session, user: User, now: dt.datetime
+) -> list[tuple[Benchmark, QuotaUsage]]:
+    """The user's quota on every open benchmark: the public ones, and the private ones (such as
+    test-challenge) the user has submitted to; private benchmarks are not shown to others."""
+    mine = select(Submission.benchmark_id).where(Submission.user_id == user.id)
+    candidates = session.scalars(
+        select(Benchmark)
+        .where(Benchmark.private.is_(False) | Benchmark.id.in_(mine))
+        .order_by(Benchmark.id)
+    ).all()
+    return [
+        (b, quota_usage(session=session, benchmark=b, user=user, now=now))
+        for b in candidates
+        if is_open(b, on=now.date())
+    ]
 
 
 def format_wait(seconds: int) -> str:

@@ -34,3 +34,9 @@ class SubmissionScores(BaseModel):
     entry: dict[str, Any] | None
     entries: dict[str, dict[str, Any]] = Field(description="Stamped entries by archive path.")
     leaderboards: list[str]
+
+
+class Cancelled(BaseModel):
+    submission_id: str
+    status: str
+    evaluation_stopped: bool = Field(description="A running evaluation was told to stop.")

@@ -1,0 +1,122 @@
+"""The participant's side of the evaluation queue: position, estimated start, cancel.
+
+Cancelling marks the submission's active job `cancelled` in the same transaction that sets the
+submission `cancelled`: a queued job is then never claimed, and a worker evaluating it fails
+its next lease renewal (and its final write), so it stops and writes nothing. The job row is
+updated before the submission row is locked, the order `claim` and `finish` use, so a cancel
+racing a claim on PostgreSQL waits for it instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from zerospeech_api.db.tables import Job, JobState, Submission, SubmissionStatus, User, utcnow
+from zerospeech_api.errors import Conflict
+from zerospeech_api.submissions.events import set_status
+
+CANCELLABLE = (SubmissionStatus.UPLOADED, SubmissionStatus.QUEUED, SubmissionStatus.EVALUATING)
+CANNOT_CANCEL = (
+    "a submission that is {status} cannot be cancelled (only while uploaded, queued or evaluating)"
+)
+# How many recent evaluations the typical duration is taken from.
+RECENT_JOBS = 20
+
+
+@dataclass(frozen=True)
+class QueueSpot:
+    """Where a queued submission stands: 1 is the next job a free worker claims."""
+
+    position: int
+    estimated_start: dt.datetime | None
+
+
+def typical_duration(*, session: Session) -> float | None:
+    """Mean duration in seconds of the latest finished evaluations, None without any."""
+    durations = session.scalars(
+        select(Job.duration_seconds)
+        .where(Job.duration_seconds.is_not(None), Job.finished_at.is_not(None))
+        .order_by(Job.finished_at.desc())
+        .limit(RECENT_JOBS)
+    ).all()
+    return sum(durations) / len(durations) if durations else None
+
+
+def queue_spots(
+    *, session: Session, submission_ids: Iterable[str], now: dt.datetime | None = None
+) -> dict[str, QueueSpot]:
+    """Queue position and estimated start of each of these submissions that has a queued job.
+
+    The estimate assumes one worker per running job (at least one) and that every evaluation
+    takes the recent mean; workers are claimed in job order, as `claim` does.
+    """
+    wanted = set(submission_ids)
+    now = now or utcnow()
+    queued = session.execute(
+        select(Job.submission_id).where(Job.state == JobState.QUEUED).order_by(Job.id)
+    ).all()
+    if not wanted.intersection(row.submission_id for row in queued):
+        return {}
+    typical = typical_duration(session=session)
+    running = session.scalars(select(Job.started_at).where(Job.state == JobState.RUNNING)).all()
+    # Seconds from now until each worker is free (a heap: the next job goes to the first free).
+    free = [
+        max(0.0, typical - (now - started).total_seconds()) if typical and started else 0.0
+        for started in running
+    ] or [0.0]
+    heapq.heapify(free)
+    spots = {}
+    for position, row in enumerate(queued, 1):
+        start = heapq.heappop(free)
+        heapq.heappush(free, start + (typical or 0.0))
+        if row.submission_id in wanted:
+            estimate = now + dt.timedelta(seconds=start) if typical is not None else None
+            spots[row.submission_id] = QueueSpot(position=position, estimated_start=estimate)
+    return spots
+
+
+def _cancel_jobs(session: Session, submission_id: str, state: JobState, by: User) -> int:
+    """Mark the submission's jobs in `state` cancelled; returns how many."""
+    return (
+        session.execute(
+            update(Job)
+            .where(Job.submission_id == submission_id, Job.state == state)
+            .values(
+                state=JobState.CANCELLED,
+                lease_owner=None,
+                lease_expires_at=None,
+                finished_at=utcnow(),
+                last_error=f"cancelled by {by.username}",
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        or 0
+    )
+
+
+def cancel_submission(*, session: Session, submission: Submission, by: User) -> bool:
+    """Cancel an uploaded, queued or evaluating submission (owner or admin; the caller checks
+    who). Returns True if a running evaluation was told to stop."""
+    if submission.status not in CANCELLABLE:
+        raise Conflict(CANNOT_CANCEL.format(status=submission.status))
+    stopped = _cancel_jobs(session, submission.id, JobState.RUNNING, by) > 0
+    _cancel_jobs(session, submission.id, JobState.QUEUED, by)
+    # Re-read under a lock: an evaluation may have finished since the check above.
+    session.refresh(submission, with_for_update=True)
+    if submission.status not in CANCELLABLE:
+        raise Conflict(CANNOT_CANCEL.format(status=submission.status))
+    who = "an administrator" if by.admin and by.id != submission.user_id else "its owner"
+    reason = f"cancelled by {who} ({by.username})"
+    if stopped:
+        reason += "; the running evaluation was stopped"
+    set_status(
+        session=session, submission=submission, status=SubmissionStatus.CANCELLED, reason=reason
+    )
+    session.flush()
+    return stopped
