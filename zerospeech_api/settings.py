@@ -186,6 +186,12 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(
         0.5, gt=0, description="How often an idle worker looks for jobs."
     )
+    worker_heartbeat_seconds: float = Field(
+        10,
+        gt=0,
+        description="How often a worker reports itself alive; one silent for three times this "
+        "is counted dead.",
+    )
     job_lease_seconds: int = Field(
         60, ge=5, description="A claimed job is re-queued if its lease is not renewed in time."
     )
