@@ -6,9 +6,11 @@ import fcntl
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from tests.helpers.processes import cli_command
+from tests.helpers.pyz import FORK_PROBE
 from zerospeech_api.appliance import pyz
 
 OLD, IN_USE, LOCKED, CURRENT = ("1" * 64, "2" * 64, "3" * 64, "4" * 64)
@@ -83,3 +85,47 @@ def test_dry_run_removes_nothing(tmp_path: Path) -> None:
     )
     assert "would remove" in result.stdout
     assert old.exists()
+
+
+FORK_CHECK = """
+import importlib.metadata, os, sys, zipfile
+from pathlib import Path
+
+from zerospeech_api.appliance import pyz
+
+archive, upgrade, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+sys.path.insert(0, str(archive))
+importlib.metadata.version("demo")  # as the gunicorn master does: the zip stays open, cached
+held = zipfile.ZipFile(archive)  # and any other reader kept open before a fork
+if mode == "private":
+    pyz.keep_private_after_fork(archive)
+identity = os.stat(archive).st_dev, os.stat(archive).st_ino
+os.replace(upgrade, archive)  # a new pyz installed meanwhile: the children still read this one
+print(probe(identity, lambda: held.read("demo-1.0.dist-info/METADATA").endswith(b"1.0\\n")))
+"""
+
+
+def demo_zip(path: Path, version: str) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("demo-1.0.dist-info/METADATA", f"Name: demo\nVersion: {version}\n")
+        archive.writestr("demo/__init__.py", "x = 1\n" * 5000)  # the offsets have room to move
+    return path
+
+
+def test_a_forked_child_reads_the_archive_through_its_own_open_file(tmp_path: Path) -> None:
+    """Workers forked by the gunicorn master must not share its file offset on the pyz: without
+    keep_private_after_fork a child moves the parent's offset (the zlib errors of issue 9)."""
+    outcomes = {}
+    for mode in ("shared", "private"):
+        archive = demo_zip(tmp_path / f"{mode}.pyz", "1.0")
+        upgrade = demo_zip(tmp_path / f"{mode}-upgrade.pyz", "2.0")
+        result = subprocess.run(
+            [sys.executable, "-c", FORK_PROBE + FORK_CHECK, str(archive), str(upgrade), mode],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        outcomes[mode] = result.stdout.strip()
+    # Inherited as is, the descriptors are shared (the check can see it); made private, not.
+    assert outcomes == {"shared": "shared", "private": "private"}

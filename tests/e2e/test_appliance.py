@@ -37,88 +37,14 @@ from tests.conftest import missing_tool, require_binary
 from tests.helpers.evaluation import outbox_messages
 from tests.helpers.nginx import nginx_argv, render_nginx
 from tests.helpers.processes import Process, free_port, wait_for, wait_until_responds
+from tests.helpers.pyz import ROOT, Built, Load, pyz_env, run_pyz
 from tests.helpers.server import write_env
 from tests.helpers.zrc import ZrcDriver, make_archive
 from zerospeech_api import __version__
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("build.sh", "packaging", "pyproject.toml", "README.md", "zerospeech_api")
-CACHE = ROOT / "dist" / "test-cache"
 PASSWORD = "a long enough test password"
-
-
-# --- the build ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Built:
-    pyz: Path
-    sources: Path
-
-
-def _snapshot(dest: Path) -> str:
-    """Copy what build.sh reads into `dest`; returns a key of its content (and this Python)."""
-    digest = hashlib.sha256(sys.version.encode())
-    for item in SOURCES:
-        source = ROOT / item
-        paths = [source] if source.is_file() else sorted(source.rglob("*"))
-        for path in paths:
-            if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
-                continue
-            relative = path.relative_to(ROOT)
-            data = path.read_bytes()
-            target = dest / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            shutil.copymode(path, target)
-            digest.update(str(relative).encode() + b"\0" + data + b"\0")
-    return digest.hexdigest()
-
-
-def _build(sources: Path, output: Path, *args: str, env: dict[str, str] | None = None) -> None:
-    argv = [str(sources / "build.sh"), "--output", str(output), *args]
-    result = subprocess.run(
-        argv,
-        env={**(env or os.environ), "PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """dist/zerospeech-api.pyz as build.sh makes it, from a snapshot of the sources."""
-    sources = tmp_path_factory.mktemp("sources")
-    key = _snapshot(sources)
-    pyz = CACHE / f"zerospeech-api-{key[:16]}.pyz"
-    if not pyz.is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        # Keep a few recent builds: another test session may still be using one.
-        for old in sorted(CACHE.glob("zerospeech-api-*.pyz"), key=os.path.getmtime)[:-3]:
-            old.unlink(missing_ok=True)
-        _build(sources, pyz)  # build.sh renames into place: never a half-written pyz
-    return Built(pyz, sources)
-
-
-def pyz_env(shiv_root: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZR_", "SHIV_"))}
-    return {**env, "SHIV_ROOT": str(shiv_root), **extra}
-
-
-def run_pyz(
-    pyz: Path, *args: str, cwd: Path, env: dict[str, str], input: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(pyz), *args],
-        cwd=cwd,
-        env=env,
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_offline_rebuild_from_a_wheelhouse_is_byte_identical(built: Built, tmp_path: Path) -> None:
@@ -421,51 +347,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-class Load:
-    """GET requests through nginx from a few threads until stopped (bounded in count and time)."""
-
-    def __init__(self, url: str, path: str = "/health", threads: int = 3) -> None:
-        self.url, self.path = url, path
-        self.ok = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 120
-        with httpx.Client(base_url=self.url, timeout=30) as client:
-            for _ in range(20_000):
-                if self._stop.is_set() or time.monotonic() > deadline:
-                    return
-                try:
-                    response = client.get(self.path)
-                    failure = None if response.status_code == 200 else str(response.status_code)
-                except httpx.HTTPError as exc:
-                    failure = repr(exc)
-                with self._lock:
-                    if failure is None:
-                        self.ok += 1
-                    else:
-                        self.failures.append(failure)
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        wait_for(lambda: self.ok >= 20, what="the load to start")
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    def more(self, n: int = 50) -> None:
-        """Let at least n more requests through (the system keeps serving afterwards)."""
-        target = self.ok + n
-        wait_for(lambda: self.ok >= target, what=f"{n} more answered requests")
 
 
 def participant(app: Appliance, tmp_path: Path, name: str) -> ZrcDriver:

@@ -1,4 +1,4 @@
-"""Facts about the running pyz: where it is, its build id, and cleanup of old extractions.
+"""The running pyz: where it is, its build id, old extractions, and a private handle per fork.
 
 shiv extracts the pyz's site-packages once per build into `$SHIV_ROOT/<file name>_<build id>`
 (default root `~/.shiv`), under a file lock and with an atomic rename, so processes starting at
@@ -70,6 +70,61 @@ def program_command() -> list[str]:
     if archive is not None:
         return [sys.executable, str(archive)]
     return [sys.executable, "-m", PACKAGE]
+
+
+def private_archive_after_fork() -> None:
+    """Every process forked from this one reads the running pyz through its own open file."""
+    archive = archive_path()
+    if archive is not None:
+        keep_private_after_fork(archive)
+
+
+@cache  # once per process and archive: at-fork hooks cannot be unregistered
+def keep_private_after_fork(archive: Path) -> None:
+    """In each forked child, give every inherited descriptor of `archive` its own open file.
+
+    Why: a descriptor opened before a fork is shared by parent and children as one open file
+    description, and so is its file offset. Readers of the zip keep descriptors open across
+    forks (importlib.metadata caches a ZipFile on the archive for the life of the process, as
+    does any cached zipfile.Path or importlib.resources reader), and zipfile reads by seek, then
+    read. Workers forked by the gunicorn master read the package metadata at once on boot, each
+    moving the shared offset between another's seek and read: one read the wrong bytes
+    (`zlib.error: invalid distance too far back`), failed to boot, and gunicorn exited.
+    Reopening at the descriptor level, before the child runs anything, covers every reader
+    whoever caches it, and keeps each Python object (ZipFile, its buffer) valid as it is.
+    (zipimport opens the file anew for each read; shiv's bootstrap and environment() close
+    theirs: neither keeps a descriptor.)
+    """
+    identity = _identity(os.stat(archive))
+    os.register_at_fork(after_in_child=lambda: _reopen_shared(archive, identity))
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_dev, stat.st_ino
+
+
+def _reopen_shared(archive: Path, identity: tuple[int, int]) -> None:
+    """Replace each descriptor of the archive by a new open file of it at the same offset."""
+    folder = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    for fd in map(int, os.listdir(folder)):
+        try:
+            if _identity(os.fstat(fd)) != identity:
+                continue
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+        # /proc/self/fd/N opens the very file, even when the pyz was replaced since (upgrade);
+        # elsewhere (and on Linux if /proc is missing) by name, if it is still the same file.
+        for path in (f"/proc/self/fd/{fd}", archive):
+            try:
+                private = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            if _identity(os.fstat(private)) == identity:
+                os.lseek(private, os.lseek(fd, 0, os.SEEK_CUR), os.SEEK_SET)
+                os.dup2(private, fd, inheritable=os.get_inheritable(fd))
+                os.close(private)
+                break
+            os.close(private)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import sys
 import click
 
 from zerospeech_api import __version__
+from zerospeech_api.appliance.pyz import private_archive_after_fork
 from zerospeech_api.cli import ops, run
 from zerospeech_api.cli.context import CliContext
 
@@ -21,6 +22,8 @@ from zerospeech_api.cli.context import CliContext
 @click.pass_context
 def main(ctx: click.Context, env_file: str | None) -> None:
     """ZeroSpeech challenge backend: run the API, the worker, and administer the platform."""
+    # Before any command can fork (gunicorn workers): each child gets its own handle on the pyz.
+    private_archive_after_fork()
     ctx.obj = CliContext(env_file=env_file)
     ctx.call_on_close(ctx.obj.close)
 
