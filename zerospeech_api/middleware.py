@@ -127,7 +127,13 @@ class HeadMiddleware:
             await send(message)
 
         # A copy: the server keeps reading the original scope and must still see HEAD.
-        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+        routed = {**scope, "method": "GET"}
+        try:
+            await self.app(routed, receive, send_headers_only)
+        finally:
+            # What routing found, for the metrics middleware outside (it labels by route).
+            if "endpoint" in routed:
+                scope["endpoint"] = routed["endpoint"]
 
 
 class UnhandledErrorMiddleware:

@@ -1,0 +1,89 @@
+"""GET /metrics: the Prometheus text format, for loopback clients or the metrics token.
+
+Loopback means the client address the app sees: the socket's peer, or behind a trusted proxy
+(ZR_FORWARDED_ALLOW_IPS) the address that proxy forwards, so a request relayed by nginx from
+outside is not loopback even though nginx connects from 127.0.0.1. With
+ZR_FORWARDED_ALLOW_IPS=* any client could claim to be loopback: then only the token opens it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from zerospeech_api.db.engine import Database
+from zerospeech_api.deps import SettingsDep
+from zerospeech_api.errors import Forbidden, Unauthorized
+from zerospeech_api.metrics.database import DatabaseCollector
+from zerospeech_api.metrics.folder import MULTIPROCESS_ENV
+from zerospeech_api.metrics.http import HttpMetrics
+from zerospeech_api.settings import Settings
+
+NOT_LOOPBACK = "/metrics is served to loopback clients, or with ZR_METRICS_TOKEN as a bearer token"
+WRONG_TOKEN = "wrong metrics token (Authorization: Bearer <ZR_METRICS_TOKEN>)"
+
+router = APIRouter(tags=["system"])
+
+
+class Metrics:
+    """The app's metrics: its HTTP instruments and the registry a scrape reads."""
+
+    def __init__(self, *, settings: Settings, db: Database) -> None:
+        self.http = HttpMetrics()
+        self.registry = CollectorRegistry(auto_describe=False)
+        folder = os.environ.get(MULTIPROCESS_ENV)
+        if folder:  # every worker's files, this process's included
+            MultiProcessCollector(self.registry, path=folder)
+        else:  # a single process (tests, a bare uvicorn): its own instruments
+            self.registry.register(self.http.requests)
+            self.registry.register(self.http.duration)
+        self.registry.register(DatabaseCollector(db=db, settings=settings))
+
+    def render(self, accept: str) -> tuple[bytes, str]:
+        """Every metric, read now, in the format the scraper accepts (the Prometheus text
+        format 0.0.4 unless it asks for OpenMetrics), and its content type."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for 127.0.0.0/8 and ::1 (a unix socket peer has no address: False)."""
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_access(request: Request, settings: Settings) -> None:
+    """Let loopback clients and holders of the metrics token in; raise otherwise."""
+    client = request.client.host if request.client else None
+    if is_loopback(client) and "*" not in settings.forwarded_allow_ips:
+        return
+    token = settings.metrics_token.get_secret_value()
+    sent = request.headers.get("authorization", "")
+    scheme, _, credentials = sent.partition(" ")
+    if token and scheme.lower() == "bearer":
+        if hmac.compare_digest(credentials.strip().encode(), token.encode()):
+            return
+    if sent:
+        raise Unauthorized(WRONG_TOKEN)
+    raise Forbidden(NOT_LOOPBACK)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_PLAIN_0_0_4: {}}, "description": "Prometheus text"}},
+)
+def metrics(request: Request, settings: SettingsDep) -> Response:
+    """Prometheus metrics of every server process and of the evaluation queue (loopback
+    clients, or `Authorization: Bearer` with ZR_METRICS_TOKEN)."""
+    check_access(request, settings)
+    body, content_type = request.app.state.metrics.render(request.headers.get("accept", ""))
+    return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
