@@ -32,8 +32,11 @@ from zerospeech_api.errors import (
     out_of_space,
 )
 from zerospeech_api.evaluation import router as evaluation
+from zerospeech_api.evaluation.watchdog import ServerWatchdog
 from zerospeech_api.leaderboards import router as leaderboards
 from zerospeech_api.mail import Mailer
+from zerospeech_api.metrics import router as metrics_router
+from zerospeech_api.metrics.http import MetricsMiddleware, RouteTemplates
 from zerospeech_api.middleware import (
     AdmissionMiddleware,
     BodySizeLimitMiddleware,
@@ -172,7 +175,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
     )
     mailer = Mailer(settings)
+    metrics = metrics_router.Metrics(settings=settings, db=db)
     assembler = Assembler(settings=settings, db=db)
+    watchdog = ServerWatchdog(settings=settings, db=db, mailer=mailer)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -181,7 +186,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         if not settings.read_only:
             assembler.recover()  # joins interrupted by a crash, temp files of dead processes
+            watchdog.start()  # says so when no evaluation worker is alive (none can)
         yield
+        watchdog.stop()
         assembler.close()
         mailer.close()
         db.dispose()
@@ -201,9 +208,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.mailer = mailer
     app.state.assembler = assembler
+    app.state.metrics = metrics
 
     install_handlers(app)
     app.include_router(system)
+    app.include_router(metrics_router.router, responses=ERROR_RESPONSES)
     # The hot public reads first (JSON leaderboards, then the public pages): every router tried
     # before the matching one costs a cached read some microseconds.
     for module in (
@@ -240,6 +249,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ControlCharacterMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)
+    # Outermost, so every answer is counted and timed, refusals of the middleware included.
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=metrics.http,
+        templates=RouteTemplates(lambda: app.routes),
+    )
     return app
 
 

@@ -3,6 +3,8 @@ their archive.zip written where the upload path would put it, leaderboards, real
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.helpers.builders import make_benchmark  # noqa: F401 - re-exported for tests
 from tests.helpers.outbox import read_mails
@@ -26,12 +28,17 @@ from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import (
     Evaluator,
     EvaluatorKind,
+    Job,
+    JobState,
     Leaderboard,
     Model,
     Submission,
     SubmissionEvent,
+    SubmissionPart,
     SubmissionStatus,
     User,
+    WorkerHeartbeat,
+    utcnow,
 )
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage
@@ -212,6 +219,97 @@ def make_submission(
             )
         )
     return submission_id
+
+
+def make_received_upload(
+    db: Database,
+    settings: Settings,
+    user: User,
+    *,
+    benchmark_id: str,
+    parts: list[bytes],
+    received_at: dt.datetime,
+) -> str:
+    """An `uploading` submission whose parts were all received (files in place) at
+    `received_at` but never joined, as a server that died before its join leaves it."""
+    submission_id = f"sub{secrets.token_hex(6)}"
+    for position, data in enumerate(parts):
+        path = storage.part_path(settings, submission_id, position)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    with db.transaction() as session:
+        session.add(
+            Submission(
+                id=submission_id,
+                user_id=user.id,
+                model_id=make_model(db, user),
+                benchmark_id=benchmark_id,
+                filename="sub.zip",
+                archive_hash=hashlib.md5(b"".join(parts)).hexdigest(),
+                multipart=len(parts) > 1,
+                has_scores=True,
+                leaderboard_path=ENTRY_PATH,
+                status=SubmissionStatus.UPLOADING,
+                parts=[
+                    SubmissionPart(
+                        position=position,
+                        filename=f"sub_{position + 1}.zip",
+                        size=len(data),
+                        md5=hashlib.md5(data).hexdigest(),
+                        received_at=received_at,
+                    )
+                    for position, data in enumerate(parts)
+                ],
+            )
+        )
+    return submission_id
+
+
+HOUR = dt.timedelta(hours=1)
+
+
+def add_job(db: Database, submission_id: str, **values: object) -> int:
+    """A job row for the submission (queued unless `state` says otherwise)."""
+    with db.transaction() as session:
+        job = Job(submission_id=submission_id, state=JobState.QUEUED, max_attempts=3)
+        for name, value in values.items():
+            setattr(job, name, value)
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def add_worker(
+    db: Database,
+    identity: str,
+    *,
+    seen: dt.datetime,
+    node: str = "node-1",
+    pid: int = 4242,
+    job_id: int | None = None,
+) -> None:
+    """A worker heartbeat row last written at `seen`."""
+    with db.transaction() as session:
+        session.add(
+            WorkerHeartbeat(
+                id=identity,
+                node=node,
+                pid=pid,
+                started_at=seen - HOUR,
+                last_seen_at=seen,
+                current_job_id=job_id,
+            )
+        )
+
+
+def age(db: Database, submission_id: str, by: dt.timedelta) -> None:
+    """Make the submission's last change `by` ago."""
+    with db.transaction() as session:
+        session.execute(
+            update(Submission)
+            .where(Submission.id == submission_id)
+            .values(updated_at=utcnow() - by)
+        )
 
 
 def status_of(db: Database, submission_id: str) -> str | None:

@@ -47,6 +47,9 @@ def _register_groups() -> None:
 
     for module in (users, benchmarks, submissions, evaluators, leaderboards):
         main.add_command(module.group)
+    from zerospeech_api.cli import queue
+
+    main.add_command(queue.command)
 
 
 _register_groups()

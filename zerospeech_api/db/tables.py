@@ -305,7 +305,8 @@ class Job(Base):
 
 class WorkerHeartbeat(Base):
     """An evaluation worker process, as it last reported itself: "is any worker alive?" is a
-    query on `last_seen_at` (written with the database's clock)."""
+    query on `last_seen_at` (written with the worker's clock, as job leases are: the hosts of
+    one installation keep their clocks in sync)."""
 
     __tablename__ = "workers"
 
@@ -317,6 +318,33 @@ class WorkerHeartbeat(Base):
     current_job_id: Mapped[int | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), index=True
     )
+
+
+class Alert(Base):
+    """One problem the operators were told about (evaluation/watchdog.py, alerts.py): a stuck
+    state, open until it clears (`resolved_at`), or a one-off event such as a platform failure
+    (stored resolved). The key is stable, so each problem is sent once, not once per check."""
+
+    __tablename__ = "alerts"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    command: Mapped[str] = mapped_column(Text, default="")
+    first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+
+
+class WatchdogTurn(Base):
+    """The watchdog's election: the process whose conditional update moves `ran_at` past one
+    interval runs the check for that period (one row per check, by name)."""
+
+    __tablename__ = "watchdog_turns"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ran_at: Mapped[dt.datetime]
+    ran_by: Mapped[str] = mapped_column(String(200))
 
 
 class Leaderboard(Base):

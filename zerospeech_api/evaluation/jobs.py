@@ -59,7 +59,7 @@ def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _awaiting_promotion(what: Any) -> Select:
+def awaiting_promotion(what: Any) -> Select:
     """Select `what` from the `uploaded` submissions of auto-evaluating benchmarks."""
     return (
         select(what)
@@ -72,7 +72,8 @@ def _queued() -> ColumnElement[bool]:
     return Job.state == JobState.QUEUED
 
 
-def _expired(now: dt.datetime) -> ColumnElement[bool]:
+def lease_expired(now: dt.datetime) -> ColumnElement[bool]:
+    """Running jobs whose worker stopped renewing the lease before `now`."""
     return and_(Job.state == JobState.RUNNING, Job.lease_expires_at < now)
 
 
@@ -125,8 +126,8 @@ class Pending:
 def pending(*, db: Database) -> Pending:
     """Cheap read-only look, so idle workers never take SQLite's write lock just to poll."""
     with db.session(read_only=True) as session:
-        uploaded = session.scalar(_awaiting_promotion(Submission.id).limit(1))
-        expired = session.scalar(select(Job.id).where(_expired(utcnow())).limit(1))
+        uploaded = session.scalar(awaiting_promotion(Submission.id).limit(1))
+        expired = session.scalar(select(Job.id).where(lease_expired(utcnow())).limit(1))
         queued = session.scalar(select(Job.id).where(_queued()).limit(1))
     return Pending(uploaded is not None, expired is not None, queued is not None)
 
@@ -134,7 +135,7 @@ def pending(*, db: Database) -> Pending:
 def promote_uploaded(*, db: Database, max_attempts: int, limit: int = 100) -> list[str]:
     """Queue the `uploaded` submissions of auto-evaluating benchmarks; safe to run concurrently."""
     with db.transaction() as session:
-        query = _awaiting_promotion(Submission).order_by(Submission.updated_at).limit(limit)
+        query = awaiting_promotion(Submission).order_by(Submission.updated_at).limit(limit)
         if _is_postgres(session):
             # Lock only the submission rows; rows another worker holds are skipped, and a row
             # already moved on is re-checked against the WHERE after the lock (READ COMMITTED).
@@ -251,7 +252,7 @@ def requeue_expired(*, db: Database) -> list[tuple[str, str]]:
     changed: list[tuple[str, str]] = []
     with db.transaction() as session:
         now = utcnow()
-        query = select(Job).where(_expired(now))
+        query = select(Job).where(lease_expired(now))
         if _is_postgres(session):
             query = query.with_for_update(skip_locked=True)
         for job in session.scalars(query).all():
@@ -259,7 +260,7 @@ def requeue_expired(*, db: Database) -> list[tuple[str, str]]:
             give_up = job.attempts >= job.max_attempts
             moved = session.execute(
                 update(Job)
-                .where(Job.id == job.id, _expired(now), Job.lease_owner == job.lease_owner)
+                .where(Job.id == job.id, lease_expired(now), Job.lease_owner == job.lease_owner)
                 .values(
                     state=JobState.FAILED if give_up else JobState.QUEUED,
                     lease_owner=None,

@@ -8,6 +8,11 @@ past its lease and wakes up writes nothing, neither a row nor a file the new att
 renewal fails the evaluation is stopped. SIGTERM lets the current job finish within
 `worker_stop_grace_seconds`, then releases it and exits. A full disk fails the job as a platform
 fault, with the reason; the archive and the published results are untouched.
+
+Beside the job loop, a worker keeps its heartbeat row fresh (heartbeat.py) and runs the queue
+watchdog when its turn comes (watchdog.py). A job that ends `failed` (the platform's fault; a
+participant's fault is `invalid`) is also reported to the operators (alerts.py), from the alert
+thread, so the job loop never waits for a mail server or a webhook.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from types import FrameType
 
 from sqlalchemy import select
 
+from zerospeech_api.alerts import Alerter, Item, problem_notice
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import (
     EvaluatorKind,
+    Job,
     Leaderboard,
     Submission,
     SubmissionStatus,
@@ -44,6 +51,7 @@ from zerospeech_api.evaluation.evaluators import (
     submission_facts,
     write_results,
 )
+from zerospeech_api.evaluation.heartbeat import Heartbeat
 from zerospeech_api.evaluation.lease import LEASE_LOST, Lease
 from zerospeech_api.evaluation.unpack import (
     NoSpace,
@@ -52,6 +60,7 @@ from zerospeech_api.evaluation.unpack import (
     is_space_error,
     unpack,
 )
+from zerospeech_api.evaluation.watchdog import Watchdog, worker_fixes
 from zerospeech_api.leaderboards.service import publish, unpublish
 from zerospeech_api.mail import Mailer
 from zerospeech_api.settings import Settings
@@ -65,6 +74,7 @@ PLATFORM_FAULT = (
     "(`zerospeech-api submissions evaluate ID`) once there is room"
 )
 DISK_FULL = "the server's disk filled up during the evaluation"
+PLATFORM_FAILURE = "platform-failure"
 
 
 def worker_identity() -> str:
@@ -92,9 +102,11 @@ class Worker:
         self.settings = settings
         self.db = db or Database(settings.database)
         self.mailer = mailer or Mailer(settings)
+        self.alerter = Alerter(settings, self.mailer)
         self.identity = worker_identity()
         self.stop_event = threading.Event()
         self.stop_requested_at: float | None = None
+        self.heartbeat: Heartbeat | None = None
 
     def request_stop(self) -> None:
         """Stop after the current job (or release it when the grace period runs out)."""
@@ -103,19 +115,39 @@ class Worker:
         self.stop_event.set()
 
     def run(self, *, once: bool = False) -> None:
-        """Loop until stopped; with `once`, until no job is waiting."""
+        """Loop until stopped; with `once`, until no job is waiting (and without the watchdog)."""
         log.info("worker %s started", self.identity)
-        while not self.stop_event.is_set():
-            try:
-                worked = self.tick()
-            except Exception:
-                log.exception("worker loop error; retrying")
-                worked = False
-            if not worked:
-                if once:
-                    break
-                self.stop_event.wait(self.settings.worker_poll_seconds)
+        self.heartbeat = Heartbeat(
+            db=self.db, identity=self.identity, interval=self.settings.worker_heartbeat_seconds
+        )
+        self.heartbeat.start()
+        watchdog = None if once else self._watchdog()
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    worked = self.tick()
+                except Exception:
+                    log.exception("worker loop error; retrying")
+                    worked = False
+                if not worked:
+                    if once:
+                        break
+                    self.stop_event.wait(self.settings.worker_poll_seconds)
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+            self.heartbeat.stop()
         log.info("worker %s stopped", self.identity)
+
+    def _watchdog(self) -> Watchdog:
+        fixes = worker_fixes(
+            db=self.db, settings=self.settings, requeue_expired=self.requeue_expired
+        )
+        watchdog = Watchdog(
+            db=self.db, settings=self.settings, alerter=self.alerter, who=self.identity, fixes=fixes
+        )
+        watchdog.start()
+        return watchdog
 
     def tick(self) -> bool:
         """One round: promote, requeue expired, claim and run one job. True if a job ran."""
@@ -124,12 +156,7 @@ class Worker:
         if todo.uploaded:
             jobs.promote_uploaded(db=self.db, max_attempts=s.job_max_attempts)
         if todo.expired:
-            for submission_id, status in jobs.requeue_expired(db=self.db):
-                log.warning("submission %s: lease expired, now %s", submission_id, status)
-                if status == SubmissionStatus.FAILED:
-                    # Nobody owns the job any more: the dead workers' unpacked copies can go.
-                    remove_stale_scratch(s, submission_id, keep=None)
-                    self.notify(submission_id)
+            self.requeue_expired()
         if self.stop_event.is_set() or not (todo.uploaded or todo.expired or todo.queued):
             return False
         claimed_at = time.monotonic()
@@ -138,6 +165,40 @@ class Worker:
             return False
         self.run_job(claimed, claimed_at=claimed_at)
         return True
+
+    def requeue_expired(self) -> None:
+        """Re-queue the jobs of dead workers; a job out of attempts fails: its owner is told,
+        and so are the operators (workers dying on a job is the platform's trouble)."""
+        for submission_id, status in jobs.requeue_expired(db=self.db):
+            log.warning("submission %s: lease expired, now %s", submission_id, status)
+            if status == SubmissionStatus.FAILED:
+                # Nobody owns the job any more: the dead workers' unpacked copies can go.
+                remove_stale_scratch(self.settings, submission_id, keep=None)
+                self.notify(submission_id)
+                with self.db.session(read_only=True) as session:
+                    job = session.scalar(
+                        select(Job)
+                        .where(Job.submission_id == submission_id)
+                        .order_by(Job.id.desc())
+                        .limit(1)
+                    )
+                if job is not None:
+                    reason = job.last_error or jobs.LEASE_EXPIRED
+                    self.report_failure(submission_id, reason, attempt=f"{job.id}-{job.claims}")
+
+    def report_failure(self, submission_id: str, reason: str, *, attempt: str) -> None:
+        """Tell the operators, once per attempt (`job-claim`), that an evaluation failed
+        through the platform's fault."""
+        item = Item(
+            key=f"{PLATFORM_FAILURE}:{submission_id}:{attempt}",
+            kind=PLATFORM_FAILURE,
+            reason=f"the evaluation of submission {submission_id} failed (a fault of the "
+            f"platform, not of the submission): {reason}",
+            command=f"read `zerospeech-api submissions show {submission_id}` and the log in "
+            f"<data>/submissions/{submission_id}/attempts/, fix the cause, then "
+            f"`zerospeech-api submissions evaluate {submission_id}`",
+        )
+        self.alerter.event(db=self.db, item=item, notice=problem_notice(self.settings, item))
 
     def grace_over(self) -> bool:
         """True once a requested stop has waited `worker_stop_grace_seconds`."""
@@ -182,12 +243,16 @@ class Worker:
             stopping=self.grace_over,
         )
         lease.start()
+        if self.heartbeat is not None:
+            self.heartbeat.set_job(claimed.job_id)
         files = AttemptFiles.of(self.settings, claimed)
         try:
             self._attempt(claimed, lease, files)
         finally:
             lease.stop()
             files.remove_scratch()  # this attempt's own folder: never another attempt's
+            if self.heartbeat is not None:
+                self.heartbeat.set_job(None)
 
     def _attempt(self, claimed: jobs.Claimed, lease: Lease, files: AttemptFiles) -> None:
         s, sid = self.settings, claimed.submission_id
@@ -331,6 +396,9 @@ class Worker:
                 unpublish(session=session, submission_id=submission.id)
         log.info("submission %s: %s (%s)", claimed.submission_id, outcome.status, outcome.reason)
         self.notify(claimed.submission_id)
+        if outcome.status == SubmissionStatus.FAILED:
+            attempt = f"{claimed.job_id}-{claimed.claim}"
+            self.report_failure(claimed.submission_id, outcome.reason, attempt=attempt)
 
     def notify(self, submission_id: str) -> None:
         """E-mail the owner the final status, with a link to the log."""
@@ -352,6 +420,7 @@ class Worker:
         )
 
     def close(self) -> None:
+        self.alerter.close()  # first: it may still hand mails to the mailer
         self.mailer.close()
         self.db.dispose()
 
