@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from tests.helpers.builders import DEFAULT_PASSWORD, bearer, make_user
 from tests.helpers.outbox import wait_for_mail
 from zerospeech_api.accounts import service
+from zerospeech_api.accounts.router import LOGIN_NEEDS_FORM
 from zerospeech_api.accounts.schemas import USERNAME_RULE
 from zerospeech_api.accounts.sessions import INVALID_TOKEN
 from zerospeech_api.db.engine import Database
@@ -234,6 +235,24 @@ def test_malformed_login_forms_are_400(plain_client: TestClient, form: dict):
 def test_login_with_json_instead_of_a_form_is_400(plain_client: TestClient):
     response = plain_client.post("/auth/login", json={"username": "bob", "password": "x"})
     assert response.status_code == 400
+    # It says what to send instead, not which form fields are missing.
+    assert response.json() == {"detail": LOGIN_NEEDS_FORM.format(sent="application/json")}
+
+
+@pytest.mark.parametrize(
+    ("headers", "sent"),
+    [
+        ({"Content-Type": "text/plain"}, "text/plain"),
+        ({}, "no usable Content-Type"),
+        ({"Content-Type": "x" * 300}, "no usable Content-Type"),
+    ],
+)
+def test_login_without_a_form_body_says_to_send_a_form(
+    plain_client: TestClient, headers: dict, sent: str
+):
+    response = plain_client.post("/auth/login", content=b"username=bob", headers=headers)
+    assert response.status_code == 400
+    assert response.json() == {"detail": LOGIN_NEEDS_FORM.format(sent=sent)}
 
 
 def test_wrong_credentials_are_401_with_detail(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shlex
+import socket
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from supervisor.options import ServerOptions
 
 from zerospeech_api.appliance import supervisor
@@ -118,3 +122,84 @@ def test_shipped_config_has_the_shape_of_the_generated_one() -> None:
 )
 def test_ctl_reload_means_hup_to_gunicorn(args: tuple[str, ...], expected: list[str]) -> None:
     assert supervisor.ctl_args(args) == expected
+
+
+def test_run_as_user_is_the_user_supervisord_runs_as(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    assert parse(render(make_settings(), tmp_path)).uid is None
+    options = parse(render(make_settings(run_as_user="nobody"), tmp_path))
+    assert options.uid == pwd.getpwnam("nobody").pw_uid
+
+
+@pytest.mark.parametrize(
+    ("wanted", "euid", "current", "expected"),
+    [
+        ("", 1000, "zs", supervisor.UserPlan()),
+        ("", 0, "root", supervisor.UserPlan(warning=supervisor.ROOT_WARNING.format(prefix="ZR_"))),
+        ("root", 0, "root", supervisor.UserPlan()),
+        ("zs", 0, "root", supervisor.UserPlan(switch_to="zs")),
+        ("zs", 1000, "zs", supervisor.UserPlan()),
+        ("1000", 1000, "zs", supervisor.UserPlan()),
+        (
+            "zs",
+            1001,
+            "ada",
+            supervisor.UserPlan(
+                error=supervisor.CANNOT_SWITCH.format(prefix="ZR_", wanted="zs", current="ada")
+            ),
+        ),
+    ],
+)
+def test_user_plan(wanted: str, euid: int, current: str, expected: supervisor.UserPlan) -> None:
+    assert supervisor.user_plan(wanted=wanted, euid=euid, current=current) == expected
+
+
+def test_a_bad_run_as_user_stops_start_up_naming_it(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(ValidationError, match="run_as_user"):
+        make_settings(run_as_user="bob; rm -rf /")
+
+
+def test_control_problem_tells_a_stopped_supervise_from_a_running_one(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    paths = supervisor.layout(settings)
+    not_running = supervisor.NOT_RUNNING.format(socket=paths.socket)
+    assert supervisor.control_problem(paths.config) == not_running  # never started
+    render(settings, tmp_path)
+    assert supervisor.control_problem(paths.config) == not_running  # config, no socket
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(paths.socket))
+        assert supervisor.control_problem(paths.config) == not_running  # a stale socket file
+        server.listen()
+        assert supervisor.control_problem(paths.config) is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can switch users")
+def test_become_user_switches_ids_groups_and_home(tmp_path: Path) -> None:
+    record = pwd.getpwnam("nobody")
+    pid = os.fork()
+    if pid == 0:  # the switch cannot be undone: do it in a child
+        status = 1
+        try:
+            assert supervisor.become_user("nobody") is None
+            assert (os.getuid(), os.geteuid()) == (record.pw_uid,) * 2
+            assert (os.getgid(), os.getgroups()[0]) == (record.pw_gid,) * 2
+            assert os.environ["HOME"] == record.pw_dir and os.environ["USER"] == "nobody"
+            problems = supervisor.access_problems(
+                "nobody",
+                program=["/bin/sh"],
+                env_file=None,
+                data_dir=tmp_path / "data",  # in root's private test folder
+                directory=Path("/"),
+                shiv_root=None,
+            )
+            assert problems == [
+                f"nobody cannot write the data folder {tmp_path / 'data'} (chown -R it)"
+            ]
+            status = 0
+        finally:
+            os._exit(status)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert supervisor.become_user("no-such-user-here").startswith("cannot switch to user")

@@ -110,11 +110,25 @@ def test_entry_info_and_lists(board) -> None:
     info = client.get("/leaderboards/slm21/info").json()
     assert info["entries"] == 12 and info["order"] == "descending"
     assert info["sort_key"] == "scores.lexical.all.test"
-    listed = client.get("/leaderboards/list").json()
+    listed = client.get("/leaderboards/list").json()["leaderboards"]
     assert [i["label"] for i in listed] == ["slm21"]
-    assert client.get(f"/benchmarks/{bench}/leaderboards/list").json()[0]["label"] == "slm21"
-    assert client.get("/benchmarks/test-challenge/leaderboards/list").json() == []
+    of_bench = client.get(f"/benchmarks/{bench}/leaderboards/list").json()["leaderboards"]
+    assert of_bench[0]["label"] == "slm21"
+    assert client.get("/benchmarks/test-challenge/leaderboards/list").json() == {"leaderboards": []}
     assert client.get("/benchmarks/nope/leaderboards/list").status_code == 404
+
+
+def test_every_list_answers_one_object_named_after_its_items(board) -> None:
+    """`/leaderboards/list` has the shape of `/benchmarks/list`: {"<items>": [...]}."""
+    client, bench = board
+    for path, key, item_key in (
+        ("/benchmarks/list", "benchmarks", "id"),
+        ("/leaderboards/list", "leaderboards", "label"),
+        (f"/benchmarks/{bench}/leaderboards/list", "leaderboards", "label"),
+    ):
+        body = client.get(path).json()
+        assert list(body) == [key], path
+        assert body[key] and all(item_key in item for item in body[key]), path
 
 
 def test_unknown_leaderboard_is_json_404(board) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, Depends, Form, Request
 
 from zerospeech_api.accounts import service
 from zerospeech_api.accounts.schemas import (
@@ -33,6 +34,23 @@ from zerospeech_api.deps import (
 from zerospeech_api.errors import BadRequest
 
 router = APIRouter(tags=["accounts"], route_class=DatabaseRoute)
+
+LOGIN_NEEDS_FORM = (
+    "send the login as a form (Content-Type: application/x-www-form-urlencoded) with the fields "
+    "username and password, as the OAuth2 password flow and the zrc client do (this request "
+    "sent {sent})"
+)
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+
+
+def require_form(request: Request) -> None:
+    """400 saying what to send when the body is not a form (JSON is the usual mistake)."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type not in FORM_TYPES:
+        # Echo the type only when it looks like one: header text is the sender's.
+        sent = media_type if _MEDIA_TYPE.fullmatch(media_type) else "no usable Content-Type"
+        raise BadRequest(LOGIN_NEEDS_FORM.format(sent=sent))
 
 
 @router.post("/auth/signup")
@@ -84,7 +102,7 @@ def resend_verification(
     return Message(message=service.VERIFY_SENT)
 
 
-@router.post("/auth/login")
+@router.post("/auth/login", dependencies=[Depends(require_form)])
 def login(
     form: Annotated[LoginForm, Form()],
     db: DatabaseDep,

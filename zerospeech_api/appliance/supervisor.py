@@ -8,9 +8,11 @@ generated config to <data>/run (mode 0700: only the service user may use supervi
 
 from __future__ import annotations
 
+import configparser
 import math
 import os
 import shlex
+import socket
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -114,6 +116,9 @@ def render_config(
         f"logfile_backups={LOG_BACKUPS}",
         f"pidfile={_value(paths.run_dir / 'supervisord.pid')}",
         f"childlogdir={_value(paths.logs_dir)}",
+        # Who supervisord runs as: already that user (supervise switched first), or root by
+        # choice; either way it then has no reason for its "running as root" warning.
+        *([f"user={_value(settings.run_as_user)}"] if settings.run_as_user else []),
         "",
         "[rpcinterface:supervisor]",
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
@@ -144,6 +149,119 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
+# --- who runs it ------------------------------------------------------------------------------
+
+ROOT = "root"
+ROOT_WARNING = (
+    "supervise: running as root, so the API and the evaluation workers (which run evaluators on "
+    "participants' archives) run as root too; set {prefix}RUN_AS_USER to an unprivileged user "
+    "that owns the data folder to run everything as that user, or {prefix}RUN_AS_USER=root to "
+    "accept root (supervisord's 'CRIT Supervisor is running as root' line says the same)"
+)
+CANNOT_SWITCH = (
+    "{prefix}RUN_AS_USER={wanted}, but supervise runs as {current} and only root can switch "
+    "users: start it as root or as {wanted}"
+)
+SOCKET_NOTE = (
+    "supervise: its \"CRIT Server 'unix_http_server' running without any HTTP authentication "
+    'checking" is expected: the control socket has no password, but it is in {run} (mode 0700), '
+    "so only {user} can use `ctl`"
+)
+
+
+def current_user() -> str:
+    """The name of the effective user (its uid when it has no name)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+@dataclass(frozen=True)
+class UserPlan:
+    """What `supervise` does about its user: switch to `switch_to`, warn, or refuse."""
+
+    switch_to: str | None = None
+    warning: str | None = None
+    error: str | None = None
+
+
+def user_plan(*, wanted: str, euid: int, current: str, prefix: str = "ZR_") -> UserPlan:
+    """Decide from ZR_RUN_AS_USER (`wanted`), the effective uid and the current user's name."""
+    if not wanted:
+        return UserPlan(warning=ROOT_WARNING.format(prefix=prefix) if euid == 0 else None)
+    if wanted in (current, str(euid)) or (wanted == ROOT and euid == 0):
+        return UserPlan()
+    if euid != 0:
+        return UserPlan(error=CANNOT_SWITCH.format(prefix=prefix, wanted=wanted, current=current))
+    return UserPlan(switch_to=wanted)
+
+
+def become_user(name: str) -> str | None:
+    """Switch this process (root) to user `name` with its groups, HOME, USER and LOGNAME.
+
+    supervisord's own privilege drop (the one its `user=` setting uses); returns its error
+    message, or None on success.
+    """
+    import pwd
+
+    from supervisor.options import ServerOptions
+
+    error = ServerOptions().drop_privileges(name)
+    if error:
+        return f"cannot switch to user {name}: {error}"
+    record = pwd.getpwuid(os.getuid())
+    os.environ.update(HOME=record.pw_dir, USER=record.pw_name, LOGNAME=record.pw_name)
+    return None
+
+
+def _writable(path: Path) -> bool:
+    """`path` can be written, or created (its nearest existing parent can be written)."""
+    for candidate in (path, *path.parents):
+        if os.path.exists(candidate):  # False, not an error, where the user may not look
+            return os.access(candidate, os.W_OK | os.X_OK)
+    return False
+
+
+def _readable_folder(path: Path) -> bool:
+    # An extraction made earlier (by root, say) is enough if the user can read it.
+    return os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK)
+
+
+def access_problems(
+    user: str,
+    *,
+    program: Sequence[str],
+    env_file: Path | None,
+    data_dir: Path,
+    directory: Path,
+    shiv_root: Path | None,
+) -> list[str]:
+    """What this process (just switched to `user`) could not do that supervise needs."""
+    problems = []
+    if not os.access(program[0], os.X_OK):
+        problems.append(f"{user} cannot run {program[0]} (use a Python it can run)")
+    if len(program) > 1 and program[1] != "-m" and not os.access(program[1], os.R_OK):
+        problems.append(f"{user} cannot read {program[1]}")
+    if env_file is not None and not os.access(env_file, os.R_OK):
+        problems.append(f"{user} cannot read {env_file} (chown or chmod it)")
+    if not _writable(data_dir):
+        problems.append(f"{user} cannot write the data folder {data_dir} (chown -R it)")
+    if not os.access(directory, os.X_OK):
+        problems.append(f"{user} cannot enter the working folder {directory} (start elsewhere)")
+    if shiv_root is not None and not (_readable_folder(shiv_root) or _writable(shiv_root)):
+        problems.append(
+            f"{user} cannot write {shiv_root}, where the pyz unpacks itself "
+            "(set SHIV_ROOT to a folder it owns)"
+        )
+    return problems
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
 def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
     """Write a file through a temporary file and a rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +283,48 @@ def run_supervisord(config: Path) -> None:
     from supervisor import supervisord
 
     supervisord.main(args=["-c", str(config)])
+
+
+NOT_RUNNING = (
+    "supervise is not running (nothing answers on {socket}): start it with "
+    "`zerospeech-api supervise` (or `systemctl start zerospeech-api`)"
+)
+NOT_ALLOWED = (
+    "cannot use {socket}: permission denied; run `ctl` as the user that runs supervise "
+    "(for the systemd unit: sudo -u zerospeech ...)"
+)
+
+
+def control_socket(config: Path) -> Path | None:
+    """The unix socket supervisorctl would use with this config (None: not a unix socket)."""
+    parser = configparser.RawConfigParser()
+    parser.read(config, encoding="utf-8")
+    url = parser.get("supervisorctl", "serverurl", fallback="")
+    if not url.startswith("unix://"):
+        return None
+    return Path(url.removeprefix("unix://").replace("%%", "%"))
+
+
+def control_problem(config: Path) -> str | None:
+    """Why `ctl` with this config would reach no supervisord, in one plain line; None if ok."""
+    socket_path = config.parent / SOCKET_NAME  # where `supervise` puts it
+    try:
+        if not config.is_file():
+            return NOT_RUNNING.format(socket=socket_path)
+        found = control_socket(config)
+        if found is None:
+            return None  # an inet_http_server, or a config supervisorctl will explain itself
+        socket_path = found
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(5)
+            client.connect(str(socket_path))
+    except PermissionError:
+        return NOT_ALLOWED.format(socket=socket_path)
+    except configparser.Error:
+        return None
+    except OSError:
+        return NOT_RUNNING.format(socket=socket_path)
+    return None
 
 
 def ctl_args(args: Sequence[str]) -> list[str]:

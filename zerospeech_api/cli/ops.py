@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 import click
@@ -31,13 +32,11 @@ def _ensure_secret(env_path: Path) -> bool:
     return True
 
 
-@click.command()
-@click.pass_context
-def init(click_ctx: click.Context) -> None:
-    """Create the data folder, a secret in .env (if none), the schema and the built-in rows."""
+def initialise(ctx: CliContext, *, demo: bool = False) -> None:
+    """What `init` does (and `dev` on a first run): secret, data folder, schema, built-in rows."""
     from zerospeech_api.bootstrap import ensure_builtin_rows
+    from zerospeech_api.demo import ensure_demo
 
-    ctx: CliContext = click_ctx.obj
     env_path = env_file_path(ctx.env_file)
     if _ensure_secret(env_path):
         click.echo(f"wrote a new {ENV_PREFIX}SECRET_KEY to {env_path}")
@@ -45,8 +44,22 @@ def init(click_ctx: click.Context) -> None:
     settings = ctx.settings
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with ctx.db.transaction() as session:
-        for line in ensure_builtin_rows(session=session):
-            click.echo(f"created {line}")
+        created = ensure_demo(session=session) if demo else ensure_builtin_rows(session=session)
+    for line in created:
+        click.echo(f"created {line}")
+
+
+@click.command()
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Also create a public demo benchmark and leaderboard with a few fake entries.",
+)
+@pass_ctx
+def init(ctx: CliContext, demo: bool) -> None:
+    """Create the data folder, a secret in .env (if none), the schema and the built-in rows."""
+    initialise(ctx, demo=demo)
+    settings = ctx.settings
     database = settings.public_items()["database_url"] or "sqlite (embedded)"
     click.echo(f"ready: data in {settings.data_dir.resolve()}, database {database}")
 
@@ -99,6 +112,33 @@ def _prepare_supervise(ctx: CliContext) -> None:
     _prepare(ctx)
 
 
+def _switch_user(ctx: CliContext, user: str) -> None:
+    """Become `user` (supervise started as root), check what it needs, start again as it."""
+    from zerospeech_api.appliance import supervisor
+    from zerospeech_api.appliance.pyz import archive_path, program_command, shiv_root
+
+    data_dir = ctx.settings.data_dir.resolve()
+    env_file = env_file_path(ctx.env_file).resolve()
+    has_env_file = env_file.is_file()  # while root: the user may not even see it
+    error = supervisor.become_user(user)
+    if error:
+        fail(error)
+    argv = [*program_command(), *sys.argv[1:]]
+    problems = supervisor.access_problems(
+        user,
+        program=argv,
+        env_file=env_file if has_env_file else None,
+        data_dir=data_dir,
+        directory=Path.cwd(),
+        shiv_root=shiv_root() if archive_path() is not None else None,
+    )
+    if problems:
+        fail(f"supervise as {user}: " + "; ".join(problems))
+    click.echo(f"supervise: switched to user {user}", err=True)
+    # A fresh start as that user: every file, import and pyz extraction from now on is its own.
+    os.execv(argv[0], argv)
+
+
 @click.command()
 @click.option(
     "-c",
@@ -111,11 +151,18 @@ def _prepare_supervise(ctx: CliContext) -> None:
 @click.option("--print-config", is_flag=True, help="Print the generated config and exit.")
 @pass_ctx
 def supervise(ctx: CliContext, config: Path | None, print_config: bool) -> None:
-    """Production: the bundled supervisord keeps `serve` and the evaluation workers running."""
+    """Production: the bundled supervisord keeps `serve` and the evaluation workers running.
+
+    Started as root, it first becomes ZR_RUN_AS_USER (or warns that everything runs as root).
+    """
     from zerospeech_api.appliance import supervisor
     from zerospeech_api.appliance.pyz import program_command
 
     settings = ctx.settings
+    me = supervisor.current_user()
+    plan = supervisor.user_plan(
+        wanted=settings.run_as_user, euid=os.geteuid(), current=me, prefix=ENV_PREFIX
+    )
     paths = supervisor.layout(settings)
     env_file = env_file_path(ctx.env_file)
     text = supervisor.render_config(
@@ -128,12 +175,25 @@ def supervise(ctx: CliContext, config: Path | None, print_config: bool) -> None:
     if print_config:
         click.echo(text, nl=False)
         return
+    if plan.error:
+        fail(plan.error)
+    if plan.switch_to:
+        _switch_user(ctx, plan.switch_to)
+    if plan.warning:
+        click.echo(plan.warning, err=True)
     _prepare_supervise(ctx)  # secret, data folder, migrations: once, not in every child
+    from zerospeech_api.metrics.folder import use_metrics_folder
+
+    use_metrics_folder(settings)  # a fresh start: no counts of the previous run's processes
     paths.create()
+    click.echo(
+        f"supervise: supervisord with {config or paths.config}; logs in {paths.logs_dir}", err=True
+    )
     if config is None:
         config = paths.config
         supervisor.write_atomically(config, text)
-    click.echo(f"supervise: supervisord with {config}; logs in {paths.logs_dir}", err=True)
+        who = me if me == supervisor.ROOT else f"{me} (and root)"
+        click.echo(supervisor.SOCKET_NOTE.format(run=paths.run_dir, user=who), err=True)
     supervisor.run_supervisord(config.resolve())
 
 
@@ -157,8 +217,9 @@ def ctl(ctx: CliContext, config: Path | None, args: tuple[str, ...]) -> None:
     from zerospeech_api.appliance import supervisor
 
     config = config or supervisor.layout(ctx.settings).config
-    if not config.is_file():
-        fail(f"{config} does not exist: is `supervise` running with this .env?")
+    problem = supervisor.control_problem(config)
+    if problem:
+        fail(problem)
     supervisor.run_supervisorctl(config, args or ("status",))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
@@ -10,7 +12,11 @@ from zerospeech_api.deps import DatabaseRoute, SessionDep
 from zerospeech_api.errors import NotFound
 from zerospeech_api.leaderboards import service
 from zerospeech_api.leaderboards.cache import Compiled, LeaderboardCache, encode, etag_of
-from zerospeech_api.leaderboards.schemas import LeaderboardDocument, LeaderboardInfo
+from zerospeech_api.leaderboards.schemas import (
+    LeaderboardDocument,
+    LeaderboardInfo,
+    LeaderboardList,
+)
 
 router = APIRouter(tags=["leaderboards"], route_class=DatabaseRoute)
 
@@ -55,6 +61,10 @@ def _json_response(request: Request, value: object) -> Response:
     return cached_response(request, body, etag_of(body), "application/json")
 
 
+def _list(rows: Sequence[tuple[Leaderboard, int]]) -> dict[str, object]:
+    return LeaderboardList(leaderboards=[_info(lb, n) for lb, n in rows]).model_dump()
+
+
 def _info(leaderboard: Leaderboard, entries: int) -> LeaderboardInfo:
     return LeaderboardInfo(
         label=leaderboard.label,
@@ -88,18 +98,17 @@ router.add_route("/leaderboards/{label}/csv", _fast_csv, ["GET"], include_in_sch
 
 @router.get(
     "/leaderboards/list",
-    response_model=list[LeaderboardInfo],
+    response_model=LeaderboardList,
     responses=NOT_MODIFIED,
 )
 def list_leaderboards(request: Request, session: SessionDep) -> Response:
-    """Every public leaderboard."""
-    rows = service.list_leaderboards(session=session)
-    return _json_response(request, [_info(lb, n).model_dump() for lb, n in rows])
+    """Every public leaderboard: `{"leaderboards": [...]}`, as `/benchmarks/list` answers."""
+    return _json_response(request, _list(service.list_leaderboards(session=session)))
 
 
 @router.get(
     "/benchmarks/{benchmark_id}/leaderboards/list",
-    response_model=list[LeaderboardInfo],
+    response_model=LeaderboardList,
     responses=NOT_MODIFIED,
 )
 def benchmark_leaderboards(benchmark_id: str, request: Request, session: SessionDep) -> Response:
@@ -107,7 +116,7 @@ def benchmark_leaderboards(benchmark_id: str, request: Request, session: Session
     if session.get(Benchmark, benchmark_id) is None:
         raise NotFound(f"no benchmark {benchmark_id}")
     rows = service.list_leaderboards(session=session, benchmark_id=benchmark_id)
-    return _json_response(request, [_info(lb, n).model_dump() for lb, n in rows])
+    return _json_response(request, _list(rows))
 
 
 @router.get(

@@ -22,6 +22,12 @@ class LeaderboardInfo(BaseModel):
     csv_url: str
 
 
+class LeaderboardList(BaseModel):
+    """Leaderboards, in the shape of every other list (`{"benchmarks": [...]}`, ...)."""
+
+    leaderboards: list[LeaderboardInfo]
+
+
 class LeaderboardDocument(BaseModel):
     """A compiled leaderboard: entries ranked best first, each with its 1-based `index`."""
 
