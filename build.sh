@@ -63,6 +63,9 @@ rm -rf "$site/bin"
 # Test suites shipped inside some packages: never imported, and each file costs an extraction.
 rm -rf "$site/supervisor/tests" "$site/sqlalchemy/testing" "$site/alembic/testing" \
     "$site/mako/testing"
+# Cython sources and typing stubs: never read at run time, and each is one more zip entry to
+# index on every start (zipimport, importlib.metadata and shiv each read the whole directory).
+find "$site" -type f \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.pyi' \) -delete
 sed -i -E '/^(\.\.\/)*bin\//d' "$site"/*.dist-info/RECORD
 find "$site" -name __pycache__ -type d -prune -exec rm -rf {} +
 find "$site" -name '*.pyc' -delete

@@ -136,13 +136,16 @@ def cli(env_file: Path, *args: str, input: str | None = None) -> str:
     return result.stdout
 
 
-def start_serve(folder: Path, *, workers: int, env: dict[str, str] | None = None) -> RunningServer:
-    """`init` then `serve` over `folder` on a random port; settings from `env` (ZR_*)."""
+def start_serve(
+    folder: Path, *, workers: int, env: dict[str, str] | None = None, args: Sequence[str] = ()
+) -> RunningServer:
+    """`init` then `serve` over `folder` on a random port; settings from `env` (ZR_*), extra
+    gunicorn options in `args`."""
     env_file = write_env(folder, env or {})
     cli(env_file, "init")
     argv = [
         *CLI, "--env-file", str(env_file), "serve",
-        "--bind", f"127.0.0.1:{free_port()}", "--workers", str(workers),
+        "--bind", f"127.0.0.1:{free_port()}", "--workers", str(workers), *args,
     ]  # fmt: skip
     server = _spawn("serve", argv, cwd=folder, env=clean_env())
     server.extra["env_file"] = env_file

@@ -9,7 +9,10 @@ override the ZR_ settings.
 
 # ASGI app under gunicorn's process management: gunicorn forks, watches and replaces workers,
 # and on HUP (`zerospeech-api ctl reload`) starts new ones before stopping the old gracefully.
-worker_class = "uvicorn_worker.UvicornWorker"
+# The worker is uvicorn's, on httptools (h11 where it cannot be imported) and asyncio (not
+# uvloop: it drops connections on graceful reloads); "uvicorn_worker.UvicornH11Worker" would
+# force h11.
+worker_class = "zerospeech_api.appliance.gunicorn_app.ZeroSpeechWorker"
 
 # Large uploads: a 500 MB part over a slow link must not be killed as a stuck worker
 # (ZR_TIMEOUT); in-flight requests get this long to finish on reload or stop

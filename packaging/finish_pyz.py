@@ -7,18 +7,20 @@ the first run, and every extracted file costs a file creation (close to a millis
 virtual disks: bench/bench_appliance.py measures the first run). So the archive is laid out in
 two parts:
 
-1. In the zip itself: every pure-Python top-level package or module (no extension module, no
-   data file read by path) and all the .dist-info metadata. The archive is the first entry of
-   sys.path when Python runs it, so these are imported straight from the zip (zipimport) and
-   never extracted; importlib.metadata reads the metadata from the zip too. Each module has its
-   bytecode beside it (`x.pyc` next to `x.py`, the layout zipimport reads), `unchecked-hash`
-   because nothing can change inside the zip, and every folder has its own entry (zipimport
-   needs them for namespace packages such as opentelemetry).
-2. Extracted (site-packages/): what must be real files: packages with extension modules
-   (sqlalchemy, pydantic_core, psycopg_binary, markupsafe, ...) and the packages that open their
-   own files (ON_DISK). Their start-up modules get a `checked-hash` pyc in __pycache__
-   (extraction gives the sources new mtimes; the source hash keeps the pyc valid), the rest
-   compile on first use, cached in SHIV_ROOT when Python may write there.
+1. In the zip itself: every Python file of every top-level package or module (unless it reads
+   its own data files by path: ON_DISK) and all the .dist-info metadata. The archive is the
+   first entry of sys.path when Python runs it, so these are imported straight from the zip
+   (zipimport) and never extracted; importlib.metadata reads the metadata from the zip too.
+   Each module has its bytecode beside it (`x.pyc` next to `x.py`, the layout zipimport reads),
+   `unchecked-hash` because nothing can change inside the zip, and every folder has its own
+   entry (zipimport needs them for namespace packages such as opentelemetry).
+2. Extracted (site-packages/): what must be real files: extension modules (the compiled parts
+   of sqlalchemy, pydantic_core, psycopg_binary, httptools, ...: their packages' Python files
+   stay in the zip, and packaging/pyz_imports.py, installed by a .pth, loads the compiled
+   submodules from here), the shared libraries they link (*.libs/), and the packages that open
+   their own files (ON_DISK). Start-up modules of the latter get a `checked-hash` pyc in
+   __pycache__ (extraction gives the sources new mtimes; the source hash keeps the pyc valid),
+   the rest compile on first use, cached in SHIV_ROOT when Python may write there.
 
 Reproducible: entries keep their order, timestamps, modes and compression, and no path of this
 machine ends up inside (code objects name their file relative to the archive).
@@ -26,19 +28,26 @@ machine ends up inside (code objects name their file relative to the archive).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import py_compile
+import re
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path, PurePosixPath
 
 SITE = "site-packages/"
+FINDER = "_zerospeech_imports.py"  # packaging/pyz_imports.py inside the pyz
+PTH = "_zerospeech_imports.pth"
+METADATA_INDEX = "_zerospeech_imports.json"  # read by pyz_imports.ZipDistributions
 
-# Pure-Python packages that still need to be real files, and why.
+# Pure-Python packages that still need to be real files, and why. (alembic is zipped: only its
+# `init` command reads its own templates by path; our migrations are in zerospeech_api.)
 ON_DISK = {
     "zerospeech_api": "jinja2 templates and the alembic migrations are read by path",
-    "alembic": "reads its script templates by path",
     "supervisor": "reads version.txt and serves its web UI files by path",
     "fastapi_offline": "serves the Swagger UI and ReDoc assets by path",
 }
@@ -57,6 +66,8 @@ ENTRY_MODULES = (
     "uvicorn.main",
     "uvicorn.lifespan.on",
     "uvicorn.protocols.http.h11_impl",
+    "uvicorn.protocols.http.httptools_impl",
+    "httptools",
     "uvicorn.protocols.websockets.auto",
     "uvicorn.loops.auto",
     "uvicorn.loops.asyncio",
@@ -136,7 +147,8 @@ def is_extension(name: str) -> bool:
 
 
 def zipped_tops(names: list[str]) -> set[str]:
-    """The top-level entries of site-packages that can be imported from the zip."""
+    """The top-level entries of site-packages whose Python files can be imported from the zip:
+    packages and modules (not a lone .so or .pth), unless they read their own files by path."""
     files: dict[str, list[str]] = {}
     for name in names:
         if name.startswith(SITE):
@@ -144,15 +156,40 @@ def zipped_tops(names: list[str]) -> set[str]:
             files.setdefault(relative.split("/")[0], []).append(relative)
     zipped = set()
     for top, members in files.items():
-        if top.endswith(".dist-info"):
+        if top in ON_DISK or top.endswith(".libs"):
+            continue  # .libs: shared libraries the extension modules load by relative path
+        if top.endswith((".dist-info", ".py")) or "/" in members[0]:
             zipped.add(top)
-        elif top in ON_DISK or top.endswith(".libs"):
-            continue
-        else:
-            module_or_package = top.endswith(".py") or "/" in members[0]  # not a .so or .pth
-            if module_or_package and not any(map(is_extension, members)):
-                zipped.add(top)
     return zipped
+
+
+def stays_on_disk(relative: str, tops: set[str]) -> bool:
+    """True for a file of site-packages that must be extracted: everything of a package that is
+    not zipped, and the extension modules of those that are (packaging/pyz_imports.py)."""
+    return relative.split("/")[0] not in tops or is_extension(relative)
+
+
+def layout_build_id(environment: bytes) -> bytes:
+    """shiv's environment.json with a build id that covers this layout too.
+
+    shiv names the extraction folder after the build id, a hash of site-packages only: a pyz
+    finished differently from the same packages would reuse an extraction of the old layout.
+    """
+    env = json.loads(environment)
+    layout = hashlib.sha256(env["build_id"].encode())
+    for helper in (Path(__file__), Path(__file__).with_name("pyz_imports.py")):
+        layout.update(helper.read_bytes())
+    env["build_id"] = layout.hexdigest()
+    return json.dumps(env).encode()
+
+
+def metadata_index(tops: set[str]) -> bytes:
+    """JSON {normalised distribution name: its .dist-info folder} of the zipped metadata."""
+    index = {}
+    for folder in sorted(top for top in tops if top.endswith(".dist-info")):
+        name = folder.removesuffix(".dist-info").rsplit("-", 1)[0]
+        index[re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")] = folder
+    return json.dumps(index, indent=0, sort_keys=True).encode()
 
 
 def finish(pyz: Path, site_packages: Path) -> tuple[int, int]:
@@ -178,7 +215,7 @@ def finish(pyz: Path, site_packages: Path) -> tuple[int, int]:
             for info in source.infolist():
                 body = source.read(info)
                 relative = info.filename.removeprefix(SITE)
-                if info.filename.startswith(SITE) and relative.split("/")[0] in tops:
+                if info.filename.startswith(SITE) and not stays_on_disk(relative, tops):
                     for parent in reversed(PurePosixPath(relative).parents[:-1]):
                         if str(parent) not in folders:
                             folders.add(str(parent))
@@ -190,6 +227,8 @@ def finish(pyz: Path, site_packages: Path) -> tuple[int, int]:
                     if relative.endswith(".py"):
                         add(relative + "c", compile_pyc(site_packages, relative, zipped=True), info)
                     continue
+                if info.filename == "environment.json":
+                    body = layout_build_id(body)
                 target.writestr(info, body)
                 if info.filename.startswith(SITE):
                     extracted += 1
@@ -198,6 +237,15 @@ def finish(pyz: Path, site_packages: Path) -> tuple[int, int]:
                     pyc = f"{SITE}{path.parent / '__pycache__' / f'{path.stem}.{tag}.pyc'}"
                     add(pyc, compile_pyc(site_packages, relative, zipped=False), info)
                     extracted += 1
+            # The import helpers (extension modules, single reads), at the root of the zip, and
+            # the .pth by which shiv's bootstrap (site.addsitedir) installs them in every process.
+            like = source.getinfo("__main__.py")
+            shutil.copyfile(Path(__file__).with_name("pyz_imports.py"), site_packages / FINDER)
+            add(FINDER, (site_packages / FINDER).read_bytes(), like)
+            add(FINDER + "c", compile_pyc(site_packages, FINDER, zipped=True), like)
+            add(f"{SITE}{PTH}", f"import {FINDER.removesuffix('.py')}\n".encode(), like)
+            add(METADATA_INDEX, metadata_index(tops), like)
+            extracted += 1
     os.chmod(tmp, 0o755)
     os.replace(tmp, pyz)
     return extracted, zipped

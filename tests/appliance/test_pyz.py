@@ -129,3 +129,38 @@ def test_a_forked_child_reads_the_archive_through_its_own_open_file(tmp_path: Pa
         outcomes[mode] = result.stdout.strip()
     # Inherited as is, the descriptors are shared (the check can see it); made private, not.
     assert outcomes == {"shared": "shared", "private": "private"}
+
+
+READ_MEMBER = """
+import sys, zipfile
+from pathlib import Path
+from zerospeech_api.appliance import pyz
+archive = sys.argv[1]
+sys.path.insert(0, archive)
+import mod  # imported from the zip: its zipimporter holds the zip's directory
+
+def parse_again(self):
+    raise AssertionError("the zip's directory was read again")
+
+zipfile.ZipFile._RealGetContents = parse_again
+print(pyz.read_member(Path(archive).resolve(), "environment.json").decode())
+"""
+
+
+def test_a_member_of_the_running_zip_is_read_without_reading_its_directory_again(
+    tmp_path: Path,
+) -> None:
+    """`version` reads the build id from the pyz: through the zipimporter that already indexed
+    it, not a new zipfile.ZipFile (tens of milliseconds for the pyz's thousands of entries)."""
+    archive = tmp_path / "app.pyz"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("mod.py", "x = 1\n")
+        zipped.writestr("environment.json", '{"build_id": "abc"}')
+    result = subprocess.run(
+        [sys.executable, "-c", READ_MEMBER, str(archive)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == '{"build_id": "abc"}'

@@ -71,7 +71,9 @@ import importlib.metadata, os, sys
 from zerospeech_api.appliance.pyz import archive_path
 from zerospeech_api.cli import main
 
-importlib.metadata.version("email-validator")  # read from the zip, which stays open (cached)
+# Listing every distribution reads the zip with the standard finder, which keeps it open
+# (cached). (Named look-ups such as version() go through the pyz's own finder and do not.)
+list(importlib.metadata.distributions())
 if sys.argv[1] == "cli":
     main(["version"], standalone_mode=False)  # the command line's set-up, as `serve` runs it
 stat = os.stat(archive_path())

@@ -10,13 +10,25 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gunicorn.app.base import Application
+from uvicorn_worker import UvicornWorker
 
+from zerospeech_api.appliance.http_impl import uvicorn_implementation
+from zerospeech_api.metrics.folder import mark_worker_dead
 from zerospeech_api.settings import Settings, SettingsError
 
 log = logging.getLogger("zerospeech_api.serve")
 
-WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+WORKER_CLASS = "zerospeech_api.appliance.gunicorn_app.ZeroSpeechWorker"
 PR_SET_PDEATHSIG = 1
+
+
+class ZeroSpeechWorker(UvicornWorker):
+    """uvicorn worker on httptools (h11 if it cannot be imported) and asyncio (http_impl.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Chosen in each worker, after the fork: the master does not import httptools.
+        self.CONFIG_KWARGS = uvicorn_implementation()
+        super().__init__(*args, **kwargs)
 
 
 def die_with_master(_server: Any, worker: Any) -> None:
@@ -50,6 +62,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "errorlog": "-",
         "loglevel": settings.log_level,
         "post_fork": die_with_master,
+        "child_exit": mark_worker_dead,  # metrics (prometheus-client's multiprocess mode)
         # Body size is limited by the app (BodySizeLimitMiddleware), before it is read.
     }
 

@@ -18,6 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from zipimport import zipimporter
 
 EXTRACTION_NAME = re.compile(r"^(?P<archive>.+)_(?P<build>[0-9a-f]{64})(?P<tmp>\.tmp)?$")
 PACKAGE = "zerospeech_api"
@@ -48,8 +49,20 @@ def environment() -> dict[str, object] | None:
     archive = archive_path()
     if archive is None:
         return None
+    return json.loads(read_member(archive, "environment.json"))
+
+
+def read_member(archive: Path, name: str) -> bytes:
+    """A file of the running pyz, through the zipimporter that imports from it (it holds the
+    zip's directory already: reading that again costs tens of milliseconds), else zipfile."""
+    given = {
+        i.archive for i in list(sys.path_importer_cache.values()) if isinstance(i, zipimporter)
+    }
+    for path in given:
+        if Path(path).resolve() == archive:
+            return zipimporter(path).get_data(name)
     with zipfile.ZipFile(archive) as handle:
-        return json.loads(handle.read("environment.json"))
+        return handle.read(name)
 
 
 def build_id() -> str | None:

@@ -1,0 +1,62 @@
+"""uvicorn on httptools and asyncio: the choice, its fallback, and real `serve` workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.server import Server
+from zerospeech_api.appliance.http_impl import uvicorn_arguments, uvicorn_implementation
+
+HTTPTOOLS = "/httptools/parser/parser."  # its shared object, mapped by a process that uses it
+UVLOOP = "/uvloop/"
+
+
+def test_httptools_on_asyncio_is_chosen_when_it_imports() -> None:
+    assert uvicorn_implementation() == {"http": "httptools", "loop": "asyncio"}
+
+
+def test_without_httptools_it_falls_back_to_h11_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "httptools", None)  # import httptools -> ImportError
+    with caplog.at_level(logging.WARNING, logger="zerospeech_api.serve"):
+        assert uvicorn_implementation() == {"http": "h11", "loop": "asyncio"}
+    assert "httptools cannot be imported" in caplog.text
+
+
+def test_dev_passes_the_choice_unless_the_options_are_given() -> None:
+    assert uvicorn_arguments(()) == ["--loop", "asyncio", "--http", "httptools"]
+    assert uvicorn_arguments(("--loop", "uvloop")) == ["--http", "httptools"]
+    assert uvicorn_arguments(("--http=h11", "--reload")) == ["--loop", "asyncio"]
+
+
+def worker_maps(master: int) -> list[str]:
+    """/proc/<pid>/maps of each child of `master`."""
+    maps = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                    maps.append(Path(f"/proc/{entry.name}/maps").read_text())
+            except OSError:
+                continue
+    return maps
+
+
+@pytest.mark.e2e
+def test_serve_workers_run_on_httptools(make_server: Callable[..., Server]) -> None:
+    server = make_server(workers=2)
+    with server.client() as client:
+        assert client.get("/health").status_code == 200
+    maps = worker_maps(server.process.proc.pid)
+    assert len(maps) == 2
+    for text in maps:
+        assert HTTPTOOLS in text
+        assert UVLOOP not in text
