@@ -187,3 +187,11 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield factory
     for server in started:
         server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`--dist loadgroup`), the tests that run the built pyz share one
+    worker, so the pyz is built once; every other test is spread over the workers."""
+    for item in items:
+        if "built" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("pyz"))
