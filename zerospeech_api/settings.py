@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "ZR_"
 PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "CHANGE_ME"}
 MIN_SECRET_LENGTH = 32
+MIN_METRICS_TOKEN_LENGTH = 16
 
 
 class SettingsError(Exception):
@@ -66,6 +67,11 @@ class Settings(BaseSettings):
     keepalive: int = Field(5, ge=0, description="Seconds to keep idle connections open.")
     forwarded_allow_ips: str = Field(
         "127.0.0.1", description="Proxies whose X-Forwarded-* headers are trusted (nginx)."
+    )
+    metrics_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token that lets a scraper read /metrics from elsewhere than "
+        "loopback; empty: loopback clients only.",
     )
 
     # --- concurrency per server process (README: "Concurrency and overload") -------------
@@ -183,6 +189,13 @@ class Settings(BaseSettings):
 
     # --- evaluation ----------------------------------------------------------------------
     worker_processes: int = Field(1, ge=0, le=32, description="Evaluation workers (supervise).")
+    run_as_user: str = Field(
+        "",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$|^$",
+        description="User that `supervise` started as root switches to before anything else "
+        "(API, workers, files); empty: no switch (a warning as root); `root`: stay root.",
+    )
     worker_poll_seconds: float = Field(
         0.5, gt=0, description="How often an idle worker looks for jobs."
     )
@@ -219,6 +232,30 @@ class Settings(BaseSettings):
         10_000_000, ge=4096, description="Evaluation log kept per submission (head and tail)."
     )
 
+    # --- queue health and alerts (README: "Queue health and alerts") ----------------------
+    watchdog_seconds: float = Field(
+        60,
+        gt=0,
+        description="How often the queue health check runs (one worker at a time); it fixes "
+        "what is safe to fix and alerts the operators about the rest.",
+    )
+    evaluation_overdue_seconds: int = Field(
+        600,
+        ge=0,
+        description="An evaluation still running this long past its evaluator's time limit is "
+        "reported stuck.",
+    )
+    operator_email: str = Field(
+        "",
+        description="Operators' e-mail address(es), comma-separated, for alerts (stuck queue, "
+        "platform failures); empty sends no alert mail.",
+    )
+    alert_webhook_url: SecretStr = Field(
+        SecretStr(""),
+        description="Incoming-webhook URL (Slack, Mattermost) that gets alerts as a JSON POST "
+        '{"text": ...}; it holds a secret token, so it is shown masked.',
+    )
+
     # --- leaderboards --------------------------------------------------------------------
     leaderboard_max_age: int = Field(
         60, ge=0, description="Cache-Control max-age of leaderboard reads, in seconds."
@@ -235,6 +272,14 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {MIN_SECRET_LENGTH} random characters")
         return value
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_strength(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw and (raw in PLACEHOLDER_SECRETS or len(raw) < MIN_METRICS_TOKEN_LENGTH):
+            raise ValueError(f"must be at least {MIN_METRICS_TOKEN_LENGTH} random characters")
+        return value
+
     @field_validator("db_max_overflow")
     @classmethod
     def _pool_covers_threads(cls, value: int, info: ValidationInfo) -> int:
@@ -246,6 +291,24 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}DB_POOL_SIZE ({pool}) + {ENV_PREFIX}DB_MAX_OVERFLOW ({value}) must "
                 f"be at least {ENV_PREFIX}THREADS ({threads})"
             )
+        return value
+
+    @field_validator("operator_email")
+    @classmethod
+    def _operator_addresses(cls, value: str) -> str:
+        for address in _addresses(value):
+            local, _, domain = address.rpartition("@")
+            if not local or "." not in domain or any(c.isspace() for c in address):
+                raise ValueError(f"not an e-mail address: {address!r}")
+        return value
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_scheme(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw and not raw.startswith(("https://", "http://")):
+            # Never echo the value: it holds the webhook's secret token.
+            raise ValueError("must be an https:// (or http://) URL")
         return value
 
     @field_validator("database_url")
@@ -261,6 +324,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir.resolve() / 'zerospeech.db'}"
+
+    @property
+    def operator_addresses(self) -> list[str]:
+        """The operators' addresses from `operator_email` (empty: no alert mail)."""
+        return _addresses(self.operator_email)
 
     def require_secret(self) -> str:
         """The secret key, or a `SettingsError` telling the operator to run `init`."""
@@ -283,6 +351,10 @@ class Settings(BaseSettings):
             else:
                 shown[name] = str(value)
         return shown
+
+
+def _addresses(value: str) -> list[str]:
+    return [address.strip() for address in value.split(",") if address.strip()]
 
 
 def _mask_url_password(url: str) -> str:
