@@ -239,7 +239,12 @@ def finish(pyz: Path, site_packages: Path) -> tuple[int, int]:
                     extracted += 1
             # The import helpers (extension modules, single reads), at the root of the zip, and
             # the .pth by which shiv's bootstrap (site.addsitedir) installs them in every process.
-            like = source.getinfo("__main__.py")
+            # Readable by every user (0644): `supervise` may switch to an unprivileged user, and
+            # Python silently skips a .pth it cannot read. shiv writes __main__.py as 0600.
+            main = source.getinfo("__main__.py")
+            like = zipfile.ZipInfo("__main__.py", main.date_time)
+            like.compress_type = main.compress_type
+            like.external_attr = 0o100644 << 16
             shutil.copyfile(Path(__file__).with_name("pyz_imports.py"), site_packages / FINDER)
             add(FINDER, (site_packages / FINDER).read_bytes(), like)
             add(FINDER + "c", compile_pyc(site_packages, FINDER, zipped=True), like)
