@@ -151,11 +151,16 @@ def test_supervise_started_as_root_runs_everything_as_run_as_user(
         assert "CRIT Supervisor is running as root" not in supervise.output()
         # The same process (exec), supervisord in it, and every program: nobody's.
         assert uid_of(supervise.proc.pid) == "nobody"
-        status = run_pyz(
-            pyz, "--env-file", str(env_file), "ctl", "status", cwd=nobodys_folder, env=env
-        )
-        pids = [int(pid) for pid in re.findall(r"RUNNING\s+pid (\d+)", status.stdout)]
-        assert len(pids) == 2, status.stdout + status.stderr
+
+        def running_pids() -> list[int]:
+            status = run_pyz(
+                pyz, "--env-file", str(env_file), "ctl", "status", cwd=nobodys_folder, env=env
+            )
+            pids = [int(pid) for pid in re.findall(r"RUNNING\s+pid (\d+)", status.stdout)]
+            return pids if len(pids) == 2 else []
+
+        # /health answers before supervisord counts the programs RUNNING (startsecs).
+        pids = wait_for(running_pids, what="api and worker-1 RUNNING in ctl status")
         assert {uid_of(pid) for pid in pids} == {"nobody"}
         data = nobodys_folder / "data"
         wait_for(lambda: (data / "logs" / "api.log").is_file(), what="the api log")
