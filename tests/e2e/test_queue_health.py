@@ -103,6 +103,11 @@ def alerts_about(hook: WebhookReceiver, words: str) -> list[str]:
     return [text for text in hook.texts() if words in text]
 
 
+def opened_alerts_about(hook: WebhookReceiver, words: str) -> list[str]:
+    """The alerts about `words`, without the "resolved" messages (which repeat the reason)."""
+    return [text for text in alerts_about(hook, words) if "resolved (" not in text]
+
+
 def test_watchdog_alerts_resolves_and_queue_shows_it(
     make_server: Callable[..., Server], hook: WebhookReceiver, tmp_path: Path
 ) -> None:
@@ -178,7 +183,9 @@ def test_watchdog_alerts_resolves_and_queue_shows_it(
         workers[0].signal(signal.SIGKILL)
         workers[0].proc.wait(10)
         submit("ok")
-        wait_for(lambda: len(alerts_about(hook, "no worker is alive")) == 2, what="new alert")
+        wait_for(
+            lambda: len(opened_alerts_about(hook, "no worker is alive")) == 2, what="new alert"
+        )
         dead = queue_json(server)["workers"]
         assert [w["alive"] for w in dead] == [False]
     finally:
