@@ -21,6 +21,9 @@ two parts:
    their own files (ON_DISK). Start-up modules of the latter get a `checked-hash` pyc in
    __pycache__ (extraction gives the sources new mtimes; the source hash keeps the pyc valid),
    the rest compile on first use, cached in SHIV_ROOT when Python may write there.
+3. shiv's bootstrap, with bytecode, and a `__main__.py` that lets it read the zip through the
+   zipimporter that imported it (packaging/pyz_boot.py): every start, warm or first, would
+   otherwise compile the bootstrap and read the zip's directory once more.
 
 Reproducible: entries keep their order, timestamps, modes and compression, and no path of this
 machine ends up inside (code objects name their file relative to the archive).
@@ -43,13 +46,31 @@ SITE = "site-packages/"
 FINDER = "_zerospeech_imports.py"  # packaging/pyz_imports.py inside the pyz
 PTH = "_zerospeech_imports.pth"
 METADATA_INDEX = "_zerospeech_imports.json"  # read by pyz_imports.ZipDistributions
+BOOT = "_zerospeech_boot.py"  # packaging/pyz_boot.py inside the pyz
+# shiv's __main__.py runs `_bootstrap.bootstrap()`; ours first lets the bootstrap read the zip
+# through zipimport (packaging/pyz_boot.py), which spares a read of the whole zip directory.
+HELPERS = {FINDER: "pyz_imports.py", BOOT: "pyz_boot.py"}  # name in the zip: source here
+SHIV_MAIN = b"import _bootstrap\n_bootstrap.bootstrap()\n"
+MAIN = b"""# -*- coding: utf-8 -*-
+import _bootstrap
+import _zerospeech_boot
+_zerospeech_boot.install(_bootstrap)
+_bootstrap.bootstrap()
+"""
 
-# Pure-Python packages that still need to be real files, and why. (alembic is zipped: only its
-# `init` command reads its own templates by path; our migrations are in zerospeech_api.)
+# Pure-Python packages that still need to be real files, and why.
 ON_DISK = {
     "zerospeech_api": "jinja2 templates and the alembic migrations are read by path",
     "supervisor": "reads version.txt and serves its web UI files by path",
     "fastapi_offline": "serves the Swagger UI and ReDoc assets by path",
+}
+# Packages that also read files of their own, but never at run time here: zipped anyway.
+# tests/appliance/test_pyz_layout.py finds every package of the runtime set that reads its own
+# files and fails unless it is in ON_DISK or here.
+ZIPPED_DATA = {
+    "alembic": "only its `init` command reads its templates; our migrations are in zerospeech_api",
+    "cffi": "reads its C headers only to compile an extension, never in ABI mode at run time",
+    "pycparser": "reads _c_ast.cfg only to regenerate its c_ast.py",
 }
 
 # What the run modes import before serving their first request (the app package is taken
@@ -142,6 +163,14 @@ def compile_pyc(site_packages: Path, relative: str, *, zipped: bool) -> bytes:
     return target.read_bytes()
 
 
+def compile_member(site_packages: Path, name: str, body: bytes) -> bytes:
+    """The unchecked-hash pyc of a file of the zip's root part (shiv's bootstrap, our helpers):
+    compiled here once rather than by zipimport on every start."""
+    (site_packages / name).parent.mkdir(parents=True, exist_ok=True)
+    (site_packages / name).write_bytes(body)
+    return compile_pyc(site_packages, name, zipped=True)
+
+
 def is_extension(name: str) -> bool:
     return name.endswith((".so", ".pyd")) or ".so." in name
 
@@ -177,7 +206,7 @@ def layout_build_id(environment: bytes) -> bytes:
     """
     env = json.loads(environment)
     layout = hashlib.sha256(env["build_id"].encode())
-    for helper in (Path(__file__), Path(__file__).with_name("pyz_imports.py")):
+    for helper in (Path(__file__), *(Path(__file__).with_name(n) for n in HELPERS.values())):
         layout.update(helper.read_bytes())
     env["build_id"] = layout.hexdigest()
     return json.dumps(env).encode()
@@ -227,6 +256,19 @@ def finish(pyz: Path, site_packages: Path) -> tuple[int, int]:
                     if relative.endswith(".py"):
                         add(relative + "c", compile_pyc(site_packages, relative, zipped=True), info)
                     continue
+                if info.filename == "__main__.py" or info.filename.startswith("_bootstrap/"):
+                    if info.filename == "__main__.py":
+                        if not body.endswith(SHIV_MAIN):
+                            raise SystemExit(f"finish_pyz: unknown shiv __main__.py: {body!r}")
+                        body = MAIN
+                    target.writestr(info, body)
+                    if info.filename.endswith(".py"):
+                        add(
+                            info.filename + "c",
+                            compile_member(site_packages, info.filename, body),
+                            info,
+                        )
+                    continue
                 if info.filename == "environment.json":
                     body = layout_build_id(body)
                 target.writestr(info, body)
@@ -250,6 +292,9 @@ def finish(pyz: Path, site_packages: Path) -> tuple[int, int]:
             add(FINDER + "c", compile_pyc(site_packages, FINDER, zipped=True), like)
             add(f"{SITE}{PTH}", f"import {FINDER.removesuffix('.py')}\n".encode(), like)
             add(METADATA_INDEX, metadata_index(tops), like)
+            boot = Path(__file__).with_name(HELPERS[BOOT]).read_bytes()
+            add(BOOT, boot, like)
+            add(BOOT + "c", compile_member(site_packages, BOOT, boot), like)
             extracted += 1
     os.chmod(tmp, 0o755)
     os.replace(tmp, pyz)
