@@ -33,10 +33,9 @@ from bench.harness import (
     start_serve,
     temp_folder,
 )
-from tests.helpers.builders import bearer, make_user
 from tests.helpers.burst import Call, Outcome, fire_burst
+from tests.helpers.factories import bearer, make_user, model_info
 from tests.helpers.postgres import PostgresCluster, pg_bin
-from tests.helpers.zrc import model_info
 from zerospeech_api.db.engine import Database
 from zerospeech_api.settings import load_settings
 
@@ -79,8 +78,8 @@ def run_backend(backend: str, url: str, args: argparse.Namespace) -> list[list[o
         server = start_serve(Path(tmp), workers=args.workers, env=env)
         try:
             # Reads and writes from two users, so the list read stays the same size.
-            reader, reader_headers = token_for(server.extra["env_file"])
-            writer, writer_headers = token_for(server.extra["env_file"])
+            reader, reader_headers = token_for(server.env_file)
+            writer, writer_headers = token_for(server.env_file)
             idle_p99 = idle_anonymous_p99(server.url)
             kinds = {
                 "read": Call("GET", f"/users/{reader}/models/list", reader_headers),

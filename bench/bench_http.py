@@ -36,7 +36,7 @@ from bench_appliance import leaderboard_document
 from bench_upload import Uploader, make_parts
 from harness import (
     Request,
-    RunningServer,
+    Server,
     cli,
     machine,
     median,
@@ -46,32 +46,18 @@ from harness import (
     temp_folder,
 )
 
+from tests.helpers.processes import HTTPTOOLS_SO, worker_maps
 from zerospeech_api.appliance.gunicorn_app import WORKER_CLASS
 
 BASELINE_CLASS = "uvicorn_worker.UvicornH11Worker"
 BOARD = "bench-board"
-# The shared object that only a process running httptools has mapped.
-FAST_MODULES = ("/httptools/parser/parser.",)
+# The shared objects that only a process running httptools has mapped.
+FAST_MODULES = (HTTPTOOLS_SO,)
 
 
-def worker_maps(master: int) -> list[str]:
-    """The text of /proc/<pid>/maps of each worker (child) of a gunicorn master."""
-    maps = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                maps.append(Path(f"/proc/{entry.name}/maps").read_text())
-        except OSError:
-            continue
-    return maps
-
-
-def check_implementation(server: RunningServer, *, fast: bool) -> None:
+def check_implementation(server: Server, *, fast: bool) -> None:
     """Exit unless every worker of `server` runs (fast) or does not run httptools."""
-    maps = worker_maps(server.proc.pid)
+    maps = worker_maps(server.process.proc.pid)
     if not maps:
         raise SystemExit(f"{server.name}: no worker process found")
     for text in maps:
@@ -82,8 +68,8 @@ def check_implementation(server: RunningServer, *, fast: bool) -> None:
             raise SystemExit(f"{server.name}: the baseline loaded {loaded}")
 
 
-def prepare(folder: Path, worker_class: str, workers: int) -> RunningServer:
-    """`serve` over its own data folder, with the benchmark leaderboard and an uploader."""
+def prepare(folder: Path, worker_class: str, workers: int) -> tuple[Server, Uploader]:
+    """`serve` over its own data folder, with the benchmark leaderboard, and an uploader."""
     folder.mkdir()
     server = start_serve(
         folder,
@@ -92,7 +78,7 @@ def prepare(folder: Path, worker_class: str, workers: int) -> RunningServer:
         args=["--worker-class", worker_class],
     )
     server.name = worker_class.rsplit(".", 1)[-1]
-    env_file = server.extra["env_file"]
+    env_file = server.env_file
     cli(env_file, "benchmarks", "create", "bench-b", "--label", "Bench", "--url",
         "https://example.org")  # fmt: skip
     cli(env_file, "leaderboards", "create", BOARD, "--benchmark", "bench-b", "--sort-key",
@@ -100,8 +86,7 @@ def prepare(folder: Path, worker_class: str, workers: int) -> RunningServer:
     document = folder / "historic.json"
     document.write_text(json.dumps(leaderboard_document()))
     cli(env_file, "leaderboards", "import", BOARD, str(document))
-    server.extra["uploader"] = Uploader(server)
-    return server
+    return server, Uploader(server)
 
 
 def main() -> None:
@@ -119,10 +104,11 @@ def main() -> None:
         root = Path(tmp)
         total = args.upload_mib << 20
         index, md5 = make_parts(root / "parts", total, args.part_mib << 20)
-        servers: dict[str, RunningServer] = {}
+        servers: dict[str, Server] = {}
+        uploaders: dict[str, Uploader] = {}
         try:
-            servers["baseline"] = prepare(root / "baseline", BASELINE_CLASS, args.workers)
-            servers["candidate"] = prepare(root / "candidate", args.candidate, args.workers)
+            for name, worker_class in (("baseline", BASELINE_CLASS), ("candidate", args.candidate)):
+                servers[name], uploaders[name] = prepare(root / name, worker_class, args.workers)
             check_implementation(servers["baseline"], fast=False)
             check_implementation(servers["candidate"], fast=True)
             cases = {"GET /": "/", "leaderboard json": f"/leaderboards/{BOARD}/json"}
@@ -149,15 +135,16 @@ def main() -> None:
                     server = servers[name]
                     os.sync()  # each upload starts without the previous one's dirty pages
                     cpu = server.cpu_seconds()
-                    sent, _joined = server.extra["uploader"].upload(root / "parts", index, md5)
+                    sent, _joined = uploaders[name].upload(root / "parts", index, md5)
                     cpu = server.cpu_seconds() - cpu
                     samples.setdefault(("upload", name), []).append(
                         (total / 1e6 / sent, cpu * 1000 / len(index))
                     )
             check_implementation(servers["candidate"], fast=True)
         finally:
+            for uploader in uploaders.values():
+                uploader.close()
             for server in servers.values():
-                server.extra["uploader"].close()
                 server.stop()
 
     print(

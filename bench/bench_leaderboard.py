@@ -20,18 +20,27 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import secrets
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.helpers.processes import (
+    Process,
+    children,
+    cli_command,
+    free_port,
+    group_cpu_seconds,
+    peak_rss_mib,
+)
+from tests.helpers.server import HttpProcess, Server, init_data, serve_env
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def create_bare_app():
@@ -83,23 +92,6 @@ def _client(port: int, path: str, extra: str, seconds: float, expect: int, out: 
     out.put(count)
 
 
-def server_cpu(master: int) -> float:
-    """CPU seconds used so far by a gunicorn master and its workers (from /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid, ppid = int(entry.name), int(fields[1])
-        if pid == master or ppid == master:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
 def measure(
     port: int, path: str, *, seconds: float, clients: int, master: int, extra: str = "", expect=200
 ) -> tuple[float, float]:
@@ -110,83 +102,28 @@ def measure(
         mp.Process(target=_client, args=(port, path, extra, seconds, expect, queue))
         for _ in range(clients)
     ]
-    cpu = server_cpu(master)
+    cpu = group_cpu_seconds(master)
     for p in procs:
         p.start()
     total = sum(queue.get(timeout=seconds + 60) for _ in procs)
     for p in procs:
         p.join()
-    cpu = server_cpu(master) - cpu
+    cpu = group_cpu_seconds(master) - cpu
     return total / seconds, 1000 * cpu / max(1, total)
-
-
-# --- processes ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(port: int, path: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited early ({proc.returncode})")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"port {port} did not answer")
-
-
-def start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        env=env,
-        stdout=open(log, "wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(proc: subprocess.Popen) -> None:
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 # --- data -----------------------------------------------------------------------------------
 
 
-def prepare(env_file: Path, base_env: dict[str, str]) -> dict[str, bytes]:
+def prepare(env_file: Path) -> dict[str, bytes]:
     """init, a benchmark with leaderboards of 40 and 1,000 entries; returns their JSON bodies."""
-    from tests.helpers.evaluation import make_benchmark, make_leaderboard, realistic_entry
+    from tests.helpers.factories import make_benchmark, make_leaderboard, realistic_entry
     from zerospeech_api.db.engine import Database
     from zerospeech_api.leaderboards import service
     from zerospeech_api.leaderboards.cache import encode
     from zerospeech_api.settings import load_settings
 
-    subprocess.run(
-        [sys.executable, "-m", "zerospeech_api", "--env-file", str(env_file), "init"],
-        cwd=env_file.parent,
-        env=base_env,
-        check=True,
-        capture_output=True,
-    )
+    init_data(env_file)
     settings = load_settings(env_file)
     db = Database(settings.database)
     make_benchmark(db, "sLM21")
@@ -210,8 +147,7 @@ def publish_latency(env_file: Path, port: int, runs: int) -> list[tuple[float, f
     import httpx
     from sqlalchemy import select
 
-    from tests.helpers.builders import make_user
-    from tests.helpers.evaluation import make_leaderboard, make_submission
+    from tests.helpers.factories import make_leaderboard, make_submission, make_user
     from zerospeech_api.db.engine import Database
     from zerospeech_api.db.tables import LeaderboardEntry, Submission, SubmissionStatus
     from zerospeech_api.settings import load_settings
@@ -301,16 +237,7 @@ def asgi_in_process(env_file: Path, body40: bytes, calls: int = 3000) -> dict[st
 
 def workers_peak_rss_mib(master: int) -> float:
     """Sum of the peak resident memory (VmHWM) of a gunicorn master's worker processes."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        try:
-            status = (entry / "status").read_text() if entry.name.isdigit() else ""
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("PPid", "").strip() == str(master):
-            total += int(fields.get("VmHWM", "0 kB").split()[0])
-    return total / 1024
+    return sum(peak_rss_mib(pid) for pid in children(master))
 
 
 def cold_csv(env_file: Path, port: int, master: int, *, entries: int, readers: int) -> None:
@@ -319,7 +246,7 @@ def cold_csv(env_file: Path, port: int, master: int, *, entries: int, readers: i
 
     import httpx
 
-    from tests.helpers.evaluation import make_leaderboard, realistic_entry
+    from tests.helpers.factories import make_leaderboard, realistic_entry
     from zerospeech_api.db.engine import Database
     from zerospeech_api.leaderboards import service
     from zerospeech_api.settings import load_settings
@@ -347,14 +274,14 @@ def cold_csv(env_file: Path, port: int, master: int, *, entries: int, readers: i
                 failures.append(status)
 
         threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
-        start, cpu = time.monotonic(), server_cpu(master)
+        start, cpu = time.monotonic(), group_cpu_seconds(master)
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         if failures:
             raise SystemExit(f"cold CSV reads failed: {failures}")
-        return time.monotonic() - start, server_cpu(master) - cpu
+        return time.monotonic() - start, group_cpu_seconds(master) - cpu
 
     reads(8)  # warm-up: every worker has compiled it once
     single = min(reads(1) for _ in range(2))
@@ -386,12 +313,8 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="zr-bench-lb-"))
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("ZR_")}
-    env_file = tmp / ".env"
-    env_file.write_text(
-        f"ZR_DATA_DIR={tmp / 'data'}\nZR_SECRET_KEY={secrets.token_urlsafe(48)}\n"
-        "ZR_ARGON2_TIME_COST=1\nZR_ARGON2_MEMORY_KIB=8192\n"
-    )
-    bodies = prepare(env_file, base_env)
+    env_file = serve_env(tmp, name=".env")
+    bodies = prepare(env_file)
     paths = {}
     for name, body in bodies.items():
         paths[name] = str(tmp / f"body-{name}.json")
@@ -399,47 +322,35 @@ def main() -> None:
     paths["empty"] = str(tmp / "body-empty.json")
     Path(paths["empty"]).write_bytes(b"")
 
-    api_port, bare_port = free_port(), free_port()
-    api = start(
-        [
-            sys.executable,
-            "-m",
-            "zerospeech_api",
-            "--env-file",
-            str(env_file),
-            "serve",
-            "--bind",
-            f"127.0.0.1:{api_port}",
-            "--workers",
-            str(args.workers),
-        ],
-        tmp / "serve.log",
-        base_env,
-    )
-    bare = start(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-k",
-            "uvicorn_worker.UvicornWorker",
-            "-w",
-            str(args.workers),
-            "-b",
-            f"127.0.0.1:{bare_port}",
-            "--access-logfile",
-            "-",
-            "--error-logfile",
-            "-",
-            "bench.bench_leaderboard:create_bare_app()",
-        ],
-        tmp / "bare.log",
-        {**base_env, "BENCH_BODIES": json.dumps(paths)},
-    )
-    worker = None
+    bare_port = free_port()
+    api = Server(env_file, workers=args.workers, timeout=60)
+    bare = worker = None
     try:
-        wait_http(api_port, "/health", api)
-        wait_http(bare_port, "/bare/40", bare)
+        bare = HttpProcess(
+            "bare",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-k",
+                "uvicorn_worker.UvicornWorker",
+                "-w",
+                str(args.workers),
+                "-b",
+                f"127.0.0.1:{bare_port}",
+                "--access-logfile",
+                "-",
+                "--error-logfile",
+                "-",
+                "bench.bench_leaderboard:create_bare_app()",
+            ],
+            port=bare_port,
+            cwd=ROOT,
+            env={**base_env, "BENCH_BODIES": json.dumps(paths)},
+            ready="/bare/40",
+            timeout=60,
+        )
+        api_port = api.port
         etags = {}
         import httpx
 
@@ -448,39 +359,38 @@ def main() -> None:
             assert response.content == bodies[size], "served body differs from the compiled one"
             etags[size] = response.headers["etag"]
         cases = {
-            "bare 40": (bare, bare_port, "/bare/40", "", 200),
-            "leaderboard 40": (api, api_port, "/leaderboards/slm21-40/json", "", 200),
-            "bare 1000": (bare, bare_port, "/bare/1000", "", 200),
-            "leaderboard 1000": (api, api_port, "/leaderboards/slm21-1000/json", "", 200),
-            "bare empty": (bare, bare_port, "/bare/empty", "", 200),
+            "bare 40": (bare, "/bare/40", "", 200),
+            "leaderboard 40": (api, "/leaderboards/slm21-40/json", "", 200),
+            "bare 1000": (bare, "/bare/1000", "", 200),
+            "leaderboard 1000": (api, "/leaderboards/slm21-1000/json", "", 200),
+            "bare empty": (bare, "/bare/empty", "", 200),
             "leaderboard 1000 304": (
                 api,
-                api_port,
                 "/leaderboards/slm21-1000/json",
                 f"If-None-Match: {etags['1000']}\r\n",
                 304,
             ),
         }
-        for proc, port, path, extra, expect in cases.values():  # warm-up
+        for server, path, extra, expect in cases.values():  # warm-up
             measure(
-                port,
+                server.port,
                 path,
                 seconds=1,
                 clients=args.clients,
-                master=proc.pid,
+                master=server.process.proc.pid,
                 extra=extra,
                 expect=expect,
             )
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
         for _ in range(args.rounds):
-            for name, (proc, port, path, extra, expect) in cases.items():
+            for name, (server, path, extra, expect) in cases.items():
                 samples[name].append(
                     measure(
-                        port,
+                        server.port,
                         path,
                         seconds=args.seconds,
                         clients=args.clients,
-                        master=proc.pid,
+                        master=server.process.proc.pid,
                         extra=extra,
                         expect=expect,
                     )
@@ -514,18 +424,19 @@ def main() -> None:
             f"ratio {micro['bare'] / micro['ours']:.2f}"
         )
 
-        stop(bare)
+        bare.stop()
         cold_csv(
             env_file,
             api_port,
-            api.pid,
+            api.process.proc.pid,
             entries=args.cold_entries,
             readers=args.cold_readers,
         )
-        worker = start(
-            [sys.executable, "-m", "zerospeech_api", "--env-file", str(env_file), "worker"],
-            tmp / "worker.log",
-            base_env,
+        worker = Process(
+            [*cli_command(), "--env-file", str(env_file), "worker"],
+            cwd=tmp,
+            env=base_env,
+            log=tmp / "worker.log",
         )
         time.sleep(2)  # worker start-up; not part of the measurement
         latency = publish_latency(env_file, api_port, args.latency_runs)
@@ -535,9 +446,9 @@ def main() -> None:
         print(f"committed: median {statistics.median(committed):.3f}s max {max(committed):.3f}s")
         print(f"visible on /json: median {statistics.median(visible):.3f}s max {max(visible):.3f}s")
     finally:
-        for proc in (api, bare, worker):
-            if proc is not None:
-                stop(proc)
+        for process in (api, bare, worker):
+            if process is not None:
+                process.stop()
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def main() -> None:
         bare = start_gunicorn("bare_app:app", folder=Path(bare_dir), workers=args.workers)
         try:
             cli(
-                serve.extra["env_file"], "users", "create", USERNAME, "--email",
+                serve.env_file, "users", "create", USERNAME, "--email",
                 "bench@example.org", "--first-name", "B", "--last-name", "B", "--affiliation",
                 "B", "--verified", "--password-stdin", input=PASSWORD + "\n",
             )  # fmt: skip

@@ -27,11 +27,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (
-    Request,
+    interleaved_rounds,
     machine,
     median,
+    medians,
     print_table,
-    run_load,
     start_gunicorn,
     start_serve,
     temp_folder,
@@ -64,8 +64,7 @@ def populate(env_file: Path, jobs: int) -> None:
 
     from sqlalchemy import insert
 
-    from tests.helpers.builders import make_benchmark, make_user
-    from tests.helpers.evaluation import make_model
+    from tests.helpers.factories import make_benchmark, make_model, make_user
     from zerospeech_api.db.engine import Database
     from zerospeech_api.db.tables import Job, JobState, Submission, SubmissionStatus, utcnow
     from zerospeech_api.settings import load_settings
@@ -170,7 +169,7 @@ def main() -> None:
         folder = Path(tmp)
         settings_env = {"ZR_ARGON2_TIME_COST": "1", "ZR_ARGON2_MEMORY_KIB": "8192"}
         api = start_serve(folder, workers=args.workers, env=settings_env)
-        env_file = api.extra["env_file"]
+        env_file = api.env_file
         metrics_dir = folder / "multiproc"
         metrics_dir.mkdir()
         servers = {}
@@ -184,17 +183,10 @@ def main() -> None:
                     factory, folder=folder, workers=args.workers,
                     env={"ZR_ENV_FILE": str(env_file), **extra},
                 )  # fmt: skip
-            samples: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
-            for round_ in range(args.rounds + 1):  # the first round warms up
-                for name, server in servers.items():
-                    result = run_load(
-                        server.url, Request("GET", "/"), seconds=args.seconds,
-                        concurrency=args.concurrency, label=name, server=server,
-                    )  # fmt: skip
-                    if result.errors:
-                        raise SystemExit(f"{name}: {result.errors} failed requests")
-                    if round_:
-                        samples[name].append((result.rps, result.cpu_ms_per_request))
+            samples = interleaved_rounds(
+                {name: (server.url, "/", server) for name, server in servers.items()},
+                rounds=args.rounds, seconds=args.seconds, concurrency=args.concurrency,
+            )  # fmt: skip
             populate(env_file, args.jobs)
             # Some traffic on several routes first, so the scrape has series to merge.
             for path in ("/", "/health", "/benchmarks/list", "/nope", "/users/x/profile"):
@@ -205,8 +197,7 @@ def main() -> None:
             for server in (*servers.values(), api):
                 server.stop()
 
-    rps = {name: median([s[0] for s in values]) for name, values in samples.items()}
-    cpu = {name: median([s[1] for s in values]) for name, values in samples.items()}
+    rps, cpu = medians(samples)
     base = "without metrics"
     rows = [
         [name, rps[name], rps[name] / rps[base], cpu[name], cpu[name] / cpu[base]]

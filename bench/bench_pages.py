@@ -20,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,13 +28,12 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (
-    Request,
-    RunningServer,
+    HttpProcess,
     free_port,
+    interleaved_rounds,
     machine,
-    median,
+    medians,
     print_table,
-    run_load,
     start_gunicorn,
     start_serve,
     temp_folder,
@@ -65,7 +63,7 @@ def create_bare_app():
 
 def populate(env_file: Path) -> None:
     """A benchmark with leaderboards of 40 and 1,000 dated realistic entries."""
-    from tests.helpers.evaluation import make_benchmark, make_leaderboard, realistic_entry
+    from tests.helpers.factories import make_benchmark, make_leaderboard, realistic_entry
     from zerospeech_api.db.engine import Database
     from zerospeech_api.leaderboards import service
     from zerospeech_api.settings import load_settings
@@ -87,7 +85,7 @@ def populate(env_file: Path) -> None:
     db.dispose()
 
 
-def start_nginx(folder: Path, *, api_port: int, static_dir: Path) -> tuple[RunningServer, str]:
+def start_nginx(folder: Path, *, api_port: int, static_dir: Path) -> tuple[HttpProcess, str]:
     """The shipped nginx config in front of `serve`, plus a static server of the page files."""
     from tests.helpers.nginx import nginx_argv, render_nginx
 
@@ -103,13 +101,10 @@ def start_nginx(folder: Path, *, api_port: int, static_dir: Path) -> tuple[Runni
         "    }"
     )
     config = render_nginx(nginx_dir, nginx_port=port, api_port=api_port, extra=static_server)
-    log_path = nginx_dir / "nginx.out"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            nginx_argv(nginx, config), cwd=nginx_dir, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    proxy = RunningServer("nginx", f"http://127.0.0.1:{port}", proc, log_path)
+    proxy = HttpProcess(
+        "nginx", nginx_argv(nginx, config), port=port, cwd=nginx_dir, env=dict(os.environ),
+        ready="/health", timeout=60,
+    )  # fmt: skip
     return proxy, f"http://127.0.0.1:{static_port}"
 
 
@@ -130,7 +125,7 @@ def main() -> None:
         )  # fmt: skip
         bare = proxy = None
         try:
-            populate(api.extra["env_file"])
+            populate(api.env_file)
             pages = folder / "pages"
             pages.mkdir()
             for size in SIZES:
@@ -141,9 +136,7 @@ def main() -> None:
                 "bench_pages:create_bare_app()", folder=folder, workers=args.workers,
                 env={"BENCH_PAGES": str(pages)},
             )  # fmt: skip
-            proxy, static_url = start_nginx(folder, api_port=int(api.url.rsplit(":", 1)[1]),
-                                            static_dir=pages)  # fmt: skip
-            proxy.wait_ready("/health")
+            proxy, static_url = start_nginx(folder, api_port=api.port, static_dir=pages)
             for size in SIZES:
                 page = (pages / f"{size}.html").read_bytes()
                 assert httpx.get(f"{bare.url}/bare/{size}", timeout=120).content == page
@@ -153,26 +146,17 @@ def main() -> None:
                     == page
                 )
 
-            cases = {}
+            # (base URL, path, server charged with the CPU: not nginx, whose cost is not ours)
+            cases: dict[str, tuple[str, str, HttpProcess | None]] = {}
             for size in SIZES:
-                cases[f"bare {size}"] = (bare, f"/bare/{size}")
-                cases[f"page {size}"] = (api, f"/page/leaderboards/slm21-{size}")
-                cases[f"nginx static {size}"] = (proxy, None, f"{static_url}", f"/{size}.html")
-                cases[f"nginx cache page {size}"] = (proxy, f"/page/leaderboards/slm21-{size}")
-            samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
-            for round_ in range(args.rounds + 1):  # the first round warms up
-                for name, case in cases.items():
-                    server = case[0]
-                    url, path = (case[2], case[3]) if len(case) == 4 else (server.url, case[1])
-                    result = run_load(
-                        url, Request("GET", path), seconds=args.seconds,
-                        concurrency=args.concurrency, label=name,
-                        server=server if server is not proxy else None,
-                    )  # fmt: skip
-                    if result.errors:
-                        raise SystemExit(f"{name}: {result.errors} failed requests")
-                    if round_:
-                        samples[name].append((result.rps, result.cpu_ms_per_request))
+                page = f"/page/leaderboards/slm21-{size}"
+                cases[f"bare {size}"] = (bare.url, f"/bare/{size}", bare)
+                cases[f"page {size}"] = (api.url, page, api)
+                cases[f"nginx static {size}"] = (static_url, f"/{size}.html", None)
+                cases[f"nginx cache page {size}"] = (proxy.url, page, None)
+            samples = interleaved_rounds(
+                cases, rounds=args.rounds, seconds=args.seconds, concurrency=args.concurrency
+            )
             cache_status = httpx.get(
                 f"{proxy.url}/page/leaderboards/slm21-40", timeout=120
             ).headers.get("x-cache-status")
@@ -181,8 +165,7 @@ def main() -> None:
                 if server is not None:
                     server.stop()
 
-    rps = {name: median([s[0] for s in values]) for name, values in samples.items()}
-    cpu = {name: median([s[1] for s in values]) for name, values in samples.items()}
+    rps, cpu = medians(samples)
     rows = []
     for size in SIZES:
         base, page = f"bare {size}", f"page {size}"

@@ -28,7 +28,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
-    RunningServer,
+    HttpProcess,
+    Server,
     cli,
     machine,
     print_table,
@@ -36,6 +37,8 @@ from harness import (
     start_serve,
     temp_folder,
 )
+
+from tests.helpers.processes import children, peak_rss_mib
 
 USERNAME = "bench_uploader"
 PASSWORD = "bench upload password 123"
@@ -148,10 +151,10 @@ def send_part(http: httpx.Client, url: str, path: Path, headers: dict[str, str])
 class Uploader:
     """The zrc call sequence against `serve` (login, model, submission, parts)."""
 
-    def __init__(self, server: RunningServer) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.http = httpx.Client(base_url=server.url, timeout=600)
-        env_file = server.extra["env_file"]
+        env_file = server.env_file
         cli(
             env_file, "users", "create", USERNAME, "--email", "upload@example.org",
             "--first-name", "B", "--last-name", "B", "--affiliation", "B", "--verified",
@@ -204,7 +207,7 @@ class Uploader:
         self.http.close()
 
 
-def baseline(server: RunningServer, folder: Path, index: list[dict], query: str = "") -> float:
+def baseline(server: HttpProcess, folder: Path, index: list[dict], query: str = "") -> float:
     with httpx.Client(base_url=server.url, timeout=600) as http:
         start = time.perf_counter()
         for entry in index:
@@ -214,26 +217,6 @@ def baseline(server: RunningServer, folder: Path, index: list[dict], query: str 
 
 
 # --- memory -------------------------------------------------------------------------------------
-def worker_pids(master: int) -> list[int]:
-    pids = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(f"/proc/{entry.name}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                pids.append(int(entry.name))
-    return sorted(pids)
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def memory_run(root: Path, parts: Path, index: list[dict], md5: str, workers: int) -> list[float]:
     """Peak RSS of each worker of a fresh `serve` after one upload of these parts."""
     folder = Path(tempfile.mkdtemp(prefix="mem-", dir=root))
@@ -242,7 +225,7 @@ def memory_run(root: Path, parts: Path, index: list[dict], md5: str, workers: in
         uploader = Uploader(server)
         uploader.upload(parts, index, md5)
         uploader.close()
-        return [peak_rss_mib(pid) for pid in worker_pids(server.proc.pid)]
+        return [peak_rss_mib(pid) for pid in children(server.process.proc.pid)]
     finally:
         server.stop()
 

@@ -1,5 +1,6 @@
-"""Shared bench helpers: real servers on random ports over temp folders, a bounded load loop,
-and result tables with ratios against a baseline measured in the same run.
+"""Shared bench helpers: real servers on random ports over temp folders (the tests' process and
+server helpers), a bounded load loop, and result tables with ratios against a baseline
+measured in the same run.
 
 Load runs in separate processes (each with a few threads and one httpx client per thread), so
 the client is not one GIL-bound process; on a small machine client and server still share the
@@ -10,35 +11,30 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' helpers, from anywhere
+
+from tests.helpers.cli import cli_process
+from tests.helpers.processes import free_port
+from tests.helpers.server import HttpProcess, Server, serve_env
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
-CLI = [sys.executable, "-m", "zerospeech_api"]
 WORKER_CLASS = "uvicorn_worker.UvicornWorker"
 
 
-# --- processes ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# --- processes: the tests' own helpers (tests/helpers/processes.py, server.py) -----------------
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -48,89 +44,9 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, **(extra or {})}
 
 
-@dataclass
-class RunningServer:
-    """A server process in its own process group, stopped (TERM, then KILL) by `stop()`."""
-
-    name: str
-    url: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def wait_ready(self, path: str = "/", timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited early:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise SystemExit(f"{self.name} did not answer in {timeout}s:\n{self.log()[-3000:]}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) used so far by the server's whole process group."""
-        return group_cpu_seconds(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """Sum of utime + stime of the live processes in a process group (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the command: state(0) ppid(1) pgrp(2) ... utime(11) stime(12)
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
-
-
-def _spawn(name: str, argv: Sequence[str], *, cwd: Path, env: dict[str, str]) -> RunningServer:
-    port = int(argv[argv.index("--bind") + 1].rsplit(":", 1)[1])
-    log_path = cwd / f"{name}-{port}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            list(argv), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    return RunningServer(name, f"http://127.0.0.1:{port}", proc, log_path)
-
-
-def write_env(folder: Path, values: dict[str, str]) -> Path:
-    path = folder / "bench.env"
-    base = {"ZR_DATA_DIR": str(folder / "data"), "ZR_SECRET_KEY": secrets.token_urlsafe(48)}
-    path.write_text("".join(f"{k}={v}\n" for k, v in {**base, **values}.items()))
-    return path
-
-
 def cli(env_file: Path, *args: str, input: str | None = None) -> str:
     """Run a `zerospeech-api` command; its stdout, or exit with its stderr."""
-    result = subprocess.run(
-        [*CLI, "--env-file", str(env_file), *args],
-        input=input, capture_output=True, text=True, env=clean_env(), cwd=env_file.parent,
-    )  # fmt: skip
+    result = cli_process(env_file.parent, *args, env_file=env_file, input=input, timeout=600)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed: {result.stderr}")
     return result.stdout
@@ -138,34 +54,26 @@ def cli(env_file: Path, *args: str, input: str | None = None) -> str:
 
 def start_serve(
     folder: Path, *, workers: int, env: dict[str, str] | None = None, args: Sequence[str] = ()
-) -> RunningServer:
-    """`init` then `serve` over `folder` on a random port; settings from `env` (ZR_*), extra
-    gunicorn options in `args`."""
-    env_file = write_env(folder, env or {})
+) -> Server:
+    """`init` then `serve` over `folder` on a random port; settings from `env` (ZR_*, the
+    product's defaults otherwise, argon2 included), extra gunicorn options in `args`."""
+    env_file = serve_env(folder, env, name="bench.env", fast_hash=False)
     cli(env_file, "init")
-    argv = [
-        *CLI, "--env-file", str(env_file), "serve",
-        "--bind", f"127.0.0.1:{free_port()}", "--workers", str(workers), *args,
-    ]  # fmt: skip
-    server = _spawn("serve", argv, cwd=folder, env=clean_env())
-    server.extra["env_file"] = env_file
-    server.wait_ready("/health")
-    return server
+    return Server(env_file, workers=workers, extra_args=list(args), timeout=60)
 
 
 def start_gunicorn(
     app: str, *, folder: Path, workers: int, env: dict[str, str] | None = None
-) -> RunningServer:
+) -> HttpProcess:
     """A plain gunicorn for `module:attr` in bench/, same worker class, count, keep-alive and
     access log as `serve`; `env` is added to its environment."""
+    port = free_port()
     argv = [
         sys.executable, "-m", "gunicorn", app,
         "--chdir", str(BENCH_DIR), "--worker-class", WORKER_CLASS, "--workers", str(workers),
-        "--bind", f"127.0.0.1:{free_port()}", "--keep-alive", "5", "--access-logfile", "-",
+        "--bind", f"127.0.0.1:{port}", "--keep-alive", "5", "--access-logfile", "-",
     ]  # fmt: skip
-    server = _spawn("bare", argv, cwd=folder, env=clean_env(env))
-    server.wait_ready("/")
-    return server
+    return HttpProcess("bare", argv, port=port, cwd=folder, env=clean_env(env), timeout=60)
 
 
 def temp_folder(prefix: str) -> tempfile.TemporaryDirectory[str]:
@@ -268,7 +176,7 @@ def run_load(
     concurrency: int,
     processes: int = 2,
     label: str = "",
-    server: RunningServer | None = None,
+    server: HttpProcess | None = None,
 ) -> LoadResult:
     """Repeat `request` for `seconds` with `concurrency` requests in flight (bounded: each of
     `concurrency` loops waits for its answer), spread over `processes` client processes."""
@@ -290,6 +198,39 @@ def run_load(
         proc.join()
     cpu = server.cpu_seconds() - cpu_before if server else float("nan")
     return LoadResult(label or request.path, seconds, latencies, errors, concurrency, cpu)
+
+
+def interleaved_rounds(
+    cases: dict[str, tuple[str, str, HttpProcess | None]],
+    *,
+    rounds: int,
+    seconds: float,
+    concurrency: int,
+) -> dict[str, list[tuple[float, float]]]:
+    """Each case (base URL, path, and the server whose CPU it costs, or None) for `seconds`, in
+    `rounds` interleaved rounds after a warm-up round; (req/s, server CPU ms per request) per
+    case and round. Exits on any failed request."""
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
+    for round_ in range(rounds + 1):  # the first round warms up
+        for name, (url, path, server) in cases.items():
+            result = run_load(
+                url, Request("GET", path), seconds=seconds, concurrency=concurrency, label=name,
+                server=server,
+            )  # fmt: skip
+            if result.errors:
+                raise SystemExit(f"{name}: {result.errors} failed requests")
+            if round_:
+                samples[name].append((result.rps, result.cpu_ms_per_request))
+    return samples
+
+
+def medians(
+    samples: dict[Any, list[tuple[float, float]]],
+) -> tuple[dict[Any, float], dict[Any, float]]:
+    """The median req/s (or other rate) and the median server CPU per request of each case."""
+    rates = {name: median([s[0] for s in values]) for name, values in samples.items()}
+    cpu = {name: median([s[1] for s in values]) for name, values in samples.items()}
+    return rates, cpu
 
 
 def best_of(results: Sequence[LoadResult]) -> LoadResult:

@@ -1,41 +1,30 @@
-"""gunicorn settings for `zerospeech-api serve -c etc/gunicorn.conf.py`.
+"""gunicorn settings for `zerospeech-api serve -c etc/gunicorn.conf.py`: a place for the gunicorn
+options the ZR_ settings do not cover.
 
-`serve` already derives bind, workers, timeouts and forwarded_allow_ips from the ZR_ settings
-(etc/example.env); this file is for what those do not cover, and whatever is set here wins over
-them (command-line options after `serve` win over this file). The values below repeat the
-defaults so the choices are written down in one place: change them here only if you mean to
-override the ZR_ settings.
+Everything the ZR_ settings cover is read from them here (zerospeech_api.settings: ZR_* in the
+environment, then the .env given by `--env-file` or $ZR_ENV_FILE, else ./.env), exactly as
+`serve` derives it without this file, so using it never overrides them: bind, workers, the
+uvicorn worker class, timeouts, keep-alive, forwarded_allow_ips, logs. What you add below the
+`globals().update(...)` line wins over the ZR_ settings; command-line options after `serve` win
+over this file.
 """
 
-# ASGI app under gunicorn's process management: gunicorn forks, watches and replaces workers,
-# and on HUP (`zerospeech-api ctl reload`) starts new ones before stopping the old gracefully.
-# The worker is uvicorn's, on httptools (h11 where it cannot be imported) and asyncio (not
-# uvloop: it drops connections on graceful reloads); "uvicorn_worker.UvicornH11Worker" would
-# force h11.
-worker_class = "zerospeech_api.appliance.gunicorn_app.ZeroSpeechWorker"
+from zerospeech_api.appliance.gunicorn_app import gunicorn_options
+from zerospeech_api.settings import SettingsError, load_settings
 
-# Large uploads: a 500 MB part over a slow link must not be killed as a stuck worker
-# (ZR_TIMEOUT); in-flight requests get this long to finish on reload or stop
-# (ZR_GRACEFUL_TIMEOUT; supervisord waits 15 s more before SIGKILL).
-timeout = 900
-graceful_timeout = 60
+# bind, workers, worker_class, timeout, graceful_timeout, keepalive, forwarded_allow_ips,
+# accesslog, errorlog, loglevel and the worker hooks, from ZR_BIND, ZR_WORKERS, ZR_TIMEOUT, ...
+# (etc/example.env): one .env stays the single place for them.
+try:
+    globals().update(gunicorn_options(load_settings()))
+except SettingsError:
+    # Only on `ctl reload` after a bad edit of the .env (serve checks the settings before it
+    # starts): serve has logged it and keeps the previous settings, which this leaves alone.
+    pass
 
-# Idle keep-alive connections from nginx (ZR_KEEPALIVE); nginx's upstream keepalive_timeout is
-# shorter, so nginx never reuses a connection gunicorn is closing.
-keepalive = 5
-
-# X-Forwarded-For/Proto are believed only from nginx on this host (ZR_FORWARDED_ALLOW_IPS).
-forwarded_allow_ips = "127.0.0.1"
-
-# Logs to stdout/stderr: supervisord writes them to <data>/logs/api.log.
-accesslog = "-"
-errorlog = "-"
-
-# Not set here on purpose: bind and workers (ZR_BIND, ZR_WORKERS), so one .env stays the
-# single place for them. Concurrency inside each worker (ZR_THREADS, the database pool, the
-# in-flight limits answering 503 + Retry-After) also comes from the ZR_ settings and is per
-# worker: more workers means more PostgreSQL connections, workers x (ZR_DB_POOL_SIZE +
-# ZR_DB_MAX_OVERFLOW), to keep under max_connections (README: "Concurrency and overload").
-# Examples of extra tuning:
+# Examples of extra tuning (uncomment to use). Concurrency inside each worker (ZR_THREADS, the
+# database pool, the in-flight limits answering 503 + Retry-After) is per worker: more workers
+# means more PostgreSQL connections, workers x (ZR_DB_POOL_SIZE + ZR_DB_MAX_OVERFLOW), to keep
+# under max_connections (README: "Concurrency and overload").
 # max_requests = 20000          # recycle workers (graceful) to bound slow memory growth
 # max_requests_jitter = 2000

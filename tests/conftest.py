@@ -1,5 +1,5 @@
 """Fixtures: settings over a temporary data folder, databases (SQLite and PostgreSQL), apps,
-in-process clients and real `serve` processes."""
+in-process clients, the CLI in-process and real `serve` processes."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from tests.helpers.cli import cli_env_file, invoke_cli
 from tests.helpers.postgres import PostgresCluster, pg_bin
-from tests.helpers.server import Server, write_env
+from tests.helpers.server import Server, init_data, serve_env
 from zerospeech_api.app import create_app
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.migrate import upgrade
@@ -70,7 +72,7 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
 
 
 def _migrate_with_builtin_rows(url: str) -> None:
-    from zerospeech_api.bootstrap import ensure_builtin_rows
+    from zerospeech_api.builtin_rows import ensure_builtin_rows
 
     database = Database(url)
     try:
@@ -161,25 +163,9 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     def factory(
         *, workers: int = 2, env: dict[str, str] | None = None, init: bool = True, **kwargs: object
     ) -> Server:
-        import subprocess
-
-        from tests.helpers.processes import cli_command
-
-        values = {
-            "ZR_DATA_DIR": str(tmp_path / "data"),
-            "ZR_SECRET_KEY": secrets.token_urlsafe(48),
-            "ZR_ARGON2_TIME_COST": "1",
-            "ZR_ARGON2_MEMORY_KIB": "8192",
-            **(env or {}),
-        }
-        env_file = write_env(tmp_path / f"server-{len(started)}.env", values)
+        env_file = serve_env(tmp_path, env, name=f"server-{len(started)}.env")
         if init:
-            subprocess.run(
-                [*cli_command(), "--env-file", str(env_file), "init"],
-                check=True,
-                capture_output=True,
-                cwd=tmp_path,
-            )
+            init_data(env_file)
         server = Server(env_file, workers=workers, **kwargs)  # type: ignore[arg-type]
         started.append(server)
         return server
@@ -187,6 +173,26 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield factory
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def cli_env_extra() -> dict[str, str]:
+    """Extra ZR_ settings for `run_cli`'s .env (a test module overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture
+def run_cli(
+    settings: Settings, db: Database, tmp_path: Path, cli_env_extra: dict[str, str]
+) -> Callable[..., Result]:
+    """Run `zerospeech-api --env-file <this test's .env> ARGS...` in this process against the
+    test's database and data folder; click's result."""
+    env_file = cli_env_file(tmp_path / "cli.env", settings, cli_env_extra)
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return invoke_cli(env_file, *args, input=input)
+
+    return invoke
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

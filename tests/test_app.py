@@ -7,17 +7,26 @@ import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
+from starlette.routing import BaseRoute
 
-from tests.helpers.builders import bearer, make_user
 from tests.helpers.burst import writers_blocked
-from tests.helpers.zrc import model_info
+from tests.helpers.factories import bearer, make_user, model_info
 from zerospeech_api import __version__
 from zerospeech_api.app import create_app
-from zerospeech_api.deps import HOP_MARK, DatabaseRoute, get_session
+from zerospeech_api.deps import (
+    AUTHENTICATES_MARK,
+    HOP_MARK,
+    PUBLIC_MARK,
+    DatabaseRoute,
+    PublicRoute,
+    get_caller,
+    get_session,
+)
+from zerospeech_api.docs import ASSETS_PREFIX
 from zerospeech_api.errors import BUSY_DETAIL, READ_ONLY_DETAIL
 
 
@@ -261,6 +270,49 @@ def test_every_user_of_the_request_session_ends_its_transaction_in_its_hop(app: 
                 assert isinstance(route, DatabaseRoute), route.path
             assert getattr(node.call, HOP_MARK, False), (route.path, node.call)
     assert checked > 20
+
+
+# --- authentication: routers require a caller unless marked public --------------------------
+
+# FastAPI's own schema and the docs' static files: plain Starlette routes, public by nature.
+FRAMEWORK_ROUTES = {"/openapi.json", f"{ASSETS_PREFIX}/{{path}}"}
+
+
+def unmarked_routes(routes: list[BaseRoute]) -> list[str]:
+    """Routes that neither require a caller nor sit on a `PublicRoute` router (or do both);
+    plain Starlette routes (no dependencies, so no caller) must be marked with `public`."""
+    found = []
+    for context in iter_route_contexts(routes):
+        route = context.original_route
+        if not isinstance(route, APIRoute):
+            marked = getattr(getattr(route, "endpoint", None), PUBLIC_MARK, False)
+            if not marked and context.path_format not in FRAMEWORK_ROUTES:
+                found.append(f"{context.path_format} (plain route)")
+            continue
+        needs_caller = any(
+            node.call is get_caller or getattr(node.call, AUTHENTICATES_MARK, False)
+            for node in _walk(route.dependant)
+        )
+        if needs_caller == isinstance(route, PublicRoute):
+            found.append(f"{sorted(route.methods)} {context.path_format}")
+    return found
+
+
+def test_every_route_requires_a_caller_or_is_marked_public(app: FastAPI) -> None:
+    routes = list(iter_route_contexts(app.routes))
+    assert len(routes) > 40
+    assert unmarked_routes(app.routes) == []
+    # The check catches a route added to a plain router, and one on both kinds.
+    stray = APIRouter(route_class=DatabaseRoute)
+    stray.add_api_route("/stray", lambda: None)
+    both = APIRouter(route_class=PublicRoute, dependencies=[Depends(get_caller)])
+    both.add_api_route("/both", lambda: None)
+    both.add_route("/plain", lambda request: None)
+    assert unmarked_routes([*stray.routes, *both.routes]) == [
+        "['GET'] /stray",
+        "['GET'] /both",
+        "/plain (plain route)",
+    ]
 
 
 def test_one_thread_and_one_connection_serve_a_burst(make_settings: Callable, db) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
 import pytest
 from pydantic import SecretStr
 
@@ -52,7 +53,7 @@ def test_every_setting_is_in_the_readme(name: str) -> None:
     assert f"`{variable(name)}`" in README, f"README lacks {variable(name)}"
 
 
-@pytest.mark.parametrize("command", sorted(main.commands))
+@pytest.mark.parametrize("command", main.list_commands(click.Context(main)))
 def test_every_command_is_in_the_readme(command: str) -> None:
     pattern = rf"(zerospeech-api|\.pyz)( --env-file \S+)? {re.escape(command)}\b|`{command}\b"
     assert re.search(pattern, README), f"README does not show the `{command}` command"

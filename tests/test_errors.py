@@ -6,10 +6,11 @@ import errno
 import sqlite3
 
 import psycopg.errors
+import pydantic
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from zerospeech_api.errors import InsufficientStorage, out_of_space
+from zerospeech_api.errors import InsufficientStorage, out_of_space, validation_lines
 
 
 def wrapped(driver_error: Exception) -> OperationalError:
@@ -56,3 +57,39 @@ def test_a_full_disk_is_a_507(error: Exception) -> None:
 )
 def test_other_errors_are_not(error: Exception) -> None:
     assert out_of_space(error) is None
+
+
+def pydantic_errors() -> list[dict[str, object]]:
+    """The errors of a real pydantic validation: a field, a nested field, a model rule."""
+
+    class Inner(pydantic.BaseModel):
+        size: int
+
+    class Form(pydantic.BaseModel):
+        first_name: str = pydantic.Field(max_length=3)
+        inner: Inner
+
+        @pydantic.model_validator(mode="after")
+        def never(self) -> Form:
+            raise ValueError("the form as a whole is wrong")
+
+    with pytest.raises(pydantic.ValidationError) as caught:
+        Form(first_name="Adalbert", inner={"size": "big"})  # type: ignore[arg-type]
+    with pytest.raises(pydantic.ValidationError) as whole:
+        Form(first_name="Ada", inner={"size": 1})  # type: ignore[arg-type]
+    return [*caught.value.errors(), *whole.value.errors()]
+
+
+def test_validation_lines_name_the_field_never_the_value() -> None:
+    lines = validation_lines(pydantic_errors())
+    assert lines[0].startswith("first_name: String should have at most 3 characters")
+    assert lines[1].startswith("inner.size: Input should be a valid integer")
+    assert lines[2] == "Value error, the form as a whole is wrong"
+    assert not any("Adalbert" in line or "big" in line for line in lines)
+    assert validation_lines(pydantic_errors(), words=True)[0].startswith("first name: ")
+    # FastAPI's `body` prefix goes; a missing body still says what is missing.
+    body = [{"loc": ("body", "email"), "msg": "Field required"}]
+    assert validation_lines(body) == ["email: Field required"]
+    assert validation_lines([{"loc": ("body",), "msg": "Field required"}]) == [
+        "body: Field required"
+    ]

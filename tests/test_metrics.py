@@ -13,8 +13,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.helpers.builders import make_benchmark, make_user
-from tests.helpers.evaluation import make_submission
+from tests.helpers.factories import make_benchmark, make_submission, make_user
 from tests.helpers.metrics import label_values, parse_samples, value
 from zerospeech_api.app import create_app
 from zerospeech_api.db.engine import Database

@@ -10,7 +10,8 @@ import httpx
 from starlette.types import Receive, Scope, Send
 
 from zerospeech_api.errors import BUSY_DETAIL
-from zerospeech_api.middleware import AdmissionMiddleware
+from zerospeech_api.logs import request_id_var
+from zerospeech_api.middleware import AdmissionMiddleware, ResponseHeadersMiddleware
 
 
 class HeldApp:
@@ -92,3 +93,40 @@ def test_a_freed_slot_goes_to_the_oldest_waiter_that_fits() -> None:
         assert order == ["first", "second", "third"]
 
     _run(scenario, limit=1, per_client=1, queue_seconds=30)
+
+
+def test_response_headers_are_added_once_and_never_over_the_apps_own() -> None:
+    seen: list[str | None] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(request_id_var.get())
+        own = [(b"x-request-id", b"from-app"), (b"referrer-policy", b"same-origin")]
+        await send({"type": "http.response.start", "status": 200, "headers": own})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def plain(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main() -> None:
+        for inner, incoming, expected_id in (
+            (app, "abc-123", "from-app"),
+            (plain, "abc-123", "abc-123"),
+            (plain, "bad id\n", None),
+        ):
+            transport = httpx.ASGITransport(app=ResponseHeadersMiddleware(inner))
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                response = await client.get("/", headers={"X-Request-ID": incoming.strip()})
+            names = [name.lower() for name, _ in response.headers.multi_items()]
+            assert names.count("x-request-id") == 1
+            assert names.count("referrer-policy") == 1
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["x-frame-options"] == "DENY"
+            if expected_id:
+                assert response.headers["x-request-id"] == expected_id
+            else:
+                assert len(response.headers["x-request-id"]) == 32  # a new one
+        assert seen == ["abc-123"]  # the logs of the request carry the incoming id
+        assert response.headers["referrer-policy"] == "no-referrer"
+
+    anyio.run(main)

@@ -16,6 +16,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from zerospeech_api.db.engine import Database
+from zerospeech_api.db.engine import Database, rows_changed
 from zerospeech_api.db.tables import Alert, utcnow
 from zerospeech_api.mail import Mailer
 from zerospeech_api.settings import Settings
@@ -217,7 +218,7 @@ def open_alerts(*, session: Session) -> list[Alert]:
     )
 
 
-def reconcile(*, db: Database, alertable: list[Reported], present: set[str]) -> Changes:
+def reconcile(*, db: Database, alertable: Sequence[Reported], present: set[str]) -> Changes:
     """Open an alert for each new problem in `alertable`; resolve the open ones whose key is
     not in `present` (problems still there but not alertable, such as a join under way, stay
     open). Takes no write lock when there is nothing to change."""
@@ -237,12 +238,13 @@ def reconcile(*, db: Database, alertable: list[Reported], present: set[str]) -> 
         for key, row in open_rows.items():
             if key in present:
                 continue
-            closed = session.execute(
+            closed = rows_changed(
+                session,
                 update(Alert)
                 .where(Alert.key == key, Alert.resolved_at.is_(None))
                 .values(resolved_at=now)
-                .execution_options(synchronize_session=False)
-            ).rowcount
+                .execution_options(synchronize_session=False),
+            )
             if closed == 1:
                 changes.resolved.append(Item(row.key, row.kind, row.message, row.command))
     return changes
@@ -259,10 +261,11 @@ def _open(session: Session, item: Reported, now: dt.datetime) -> bool:
     }
     if session.get(Alert, item.key) is None:
         return _insert(session, Alert(key=item.key, resolved_at=None, **values))
-    reopened = session.execute(
+    reopened = rows_changed(
+        session,
         update(Alert)
         .where(Alert.key == item.key, Alert.resolved_at.is_not(None))
         .values(resolved_at=None, **values)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .execution_options(synchronize_session=False),
+    )
     return reopened == 1

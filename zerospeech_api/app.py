@@ -12,17 +12,17 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from zerospeech_api import __version__
-from zerospeech_api.accounts import pages as account_pages
 from zerospeech_api.accounts import router as accounts
 from zerospeech_api.benchmarks import router as benchmarks
+from zerospeech_api.checks import database_health
+from zerospeech_api.cluster import ReadOnlySwitch
 from zerospeech_api.db.engine import Database, PoolLimits, is_overloaded
-from zerospeech_api.deps import DatabaseDep, DatabaseRoute, SettingsDep
+from zerospeech_api.deps import DatabaseDep, PublicRoute, SettingsDep
 from zerospeech_api.docs import install_docs
 from zerospeech_api.errors import (
     BUSY_DETAIL,
@@ -30,10 +30,12 @@ from zerospeech_api.errors import (
     DomainError,
     ServiceUnavailable,
     out_of_space,
+    validation_lines,
 )
 from zerospeech_api.evaluation import router as evaluation
 from zerospeech_api.evaluation.watchdog import ServerWatchdog
 from zerospeech_api.leaderboards import router as leaderboards
+from zerospeech_api.leaderboards.cache import LeaderboardCache
 from zerospeech_api.mail import Mailer
 from zerospeech_api.metrics import router as metrics_router
 from zerospeech_api.metrics.http import MetricsMiddleware, RouteTemplates
@@ -43,11 +45,11 @@ from zerospeech_api.middleware import (
     ControlCharacterMiddleware,
     HeadMiddleware,
     ReadOnlyMiddleware,
-    RequestIdMiddleware,
-    SecurityHeadersMiddleware,
+    ResponseHeadersMiddleware,
     UnhandledErrorMiddleware,
 )
 from zerospeech_api.models import router as models
+from zerospeech_api.pages import accounts as account_pages
 from zerospeech_api.pages import participant as participant_pages
 from zerospeech_api.pages import public as public_pages
 from zerospeech_api.settings import Settings, load_settings
@@ -56,7 +58,7 @@ from zerospeech_api.submissions.assembly import Assembler
 
 log = logging.getLogger("zerospeech_api.app")
 
-system = APIRouter(tags=["system"], route_class=DatabaseRoute)
+system = APIRouter(tags=["system"], route_class=PublicRoute)
 
 
 @system.get("/")
@@ -73,23 +75,14 @@ def index(settings: SettingsDep) -> dict[str, str]:
 @system.get("/health")
 def health(db: DatabaseDep) -> dict[str, str]:
     """Liveness and database readiness."""
-    with db.session(read_only=True) as session:
-        session.execute(text("SELECT 1"))
-    return {"status": "ok", "database": db.engine.dialect.name}
+    return database_health(db=db)
 
 
 @system.get("/_private/submit-available")
-def submit_available(settings: SettingsDep) -> bool:
+def submit_available(request: Request) -> bool:
     """True when submissions are open on this server (false in read-only mode)."""
-    return not settings.read_only
-
-
-def _format_validation(exc: RequestValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
-        parts.append(f"{location}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
+    switch: ReadOnlySwitch = request.app.state.read_only
+    return not switch.active
 
 
 def allowed_methods(request: Request) -> str:
@@ -137,7 +130,8 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _format_validation(exc)}, status_code=400)
+        detail = "; ".join(validation_lines(exc.errors())) or "invalid request"
+        return JSONResponse({"detail": detail}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -178,16 +172,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = metrics_router.Metrics(settings=settings, db=db)
     assembler = Assembler(settings=settings, db=db)
     watchdog = ServerWatchdog(settings=settings, db=db, mailer=mailer)
+    read_only = ReadOnlySwitch(settings=settings, db=db)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Sync routes and dependencies run on this event loop's thread pool; it holds no more
         # threads than the pool has connections (README: "Concurrency and overload").
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        read_only.start()  # the cluster-wide switch, re-read every few seconds
         if not settings.read_only:
             assembler.recover()  # joins interrupted by a crash, temp files of dead processes
             watchdog.start()  # says so when no evaluation worker is alive (none can)
         yield
+        read_only.stop()
         watchdog.stop()
         assembler.close()
         mailer.close()
@@ -209,22 +206,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.mailer = mailer
     app.state.assembler = assembler
     app.state.metrics = metrics
+    app.state.leaderboard_cache = LeaderboardCache(
+        db, recheck_seconds=settings.leaderboard_recheck_seconds
+    )
+    app.state.read_only = read_only
 
     install_handlers(app)
     app.include_router(system)
     app.include_router(metrics_router.router, responses=ERROR_RESPONSES)
     # The hot public reads first (JSON leaderboards, then the public pages): every router tried
     # before the matching one costs a cached read some microseconds.
-    for module in (
-        leaderboards,
-        public_pages,
-        accounts,
-        benchmarks,
-        models,
-        submissions,
-        evaluation,
+    for router in (
+        leaderboards.router,
+        public_pages.router,
+        accounts.public,
+        accounts.router,
+        benchmarks.public,
+        benchmarks.router,
+        models.public,
+        models.router,
+        submissions.public,
+        submissions.router,
+        submissions.upload,
+        evaluation.public,
+        evaluation.router,
     ):
-        app.include_router(module.router, responses=ERROR_RESPONSES)
+        app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(account_pages.router)
     app.include_router(participant_pages.router)
     install_docs(app)
@@ -243,12 +250,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         upload_bytes=settings.max_request_bytes,
     )
-    app.add_middleware(ReadOnlyMiddleware, enabled=settings.read_only)
+    app.add_middleware(ReadOnlyMiddleware, enabled=lambda: read_only.active)
     app.add_middleware(UnhandledErrorMiddleware, render=unexpected_error)
     app.add_middleware(HeadMiddleware)
     app.add_middleware(ControlCharacterMiddleware)
-    app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ResponseHeadersMiddleware)
     # Outermost, so every answer is counted and timed, refusals of the middleware included.
     app.add_middleware(
         MetricsMiddleware,

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zerospeech_api.benchmarks.service import create_benchmark
-from zerospeech_api.bootstrap import SCORES_EVALUATOR, ensure_builtin_rows
+from zerospeech_api.builtin_rows import SCORES_EVALUATOR, ensure_builtin_rows
 from zerospeech_api.db.tables import Benchmark, Leaderboard
 from zerospeech_api.leaderboards.definition import check_columns, parse_column, update_leaderboard
 from zerospeech_api.leaderboards.service import create_leaderboard, import_entries

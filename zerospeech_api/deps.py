@@ -1,4 +1,8 @@
-"""Request-scoped dependencies as `Annotated` aliases: settings, DB session, current user.
+"""Request-scoped dependencies as `Annotated` aliases: settings, DB session, the caller.
+
+This module knows no domain (each domain keeps its own dependencies in its `deps.py`). Routers
+that own resources require a caller for every route (`AUTHENTICATED`); routes anyone may call
+live on routers built with `PublicRoute`, so no route is public by accident.
 
 A request's session holds a connection (and on SQLite, for writes, the write lock) only inside
 one thread-pool hop: every sync dependency that takes the session ends its transaction before
@@ -16,25 +20,24 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Annotated, Any, ParamSpec, TypeVar
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from zerospeech_api.accounts.sessions import authenticate
 from zerospeech_api.db.engine import Database, reads_only
-from zerospeech_api.db.tables import Submission, User
-from zerospeech_api.errors import Forbidden, NotFound, Unauthorized
+from zerospeech_api.db.tables import User
+from zerospeech_api.errors import Unauthorized
 from zerospeech_api.mail import Mailer
+from zerospeech_api.security.sessions import authenticate
 from zerospeech_api.settings import Settings
-from zerospeech_api.submissions.service import owned_submission
-from zerospeech_api.submissions.uploads import UploadTarget, check_declared_length, plan_upload
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 NOT_AUTHENTICATED = "not authenticated: send Authorization: Bearer <token>"
 HOP_MARK = "__zr_one_hop__"
+PUBLIC_MARK = "__zr_public__"
+AUTHENTICATES_MARK = "__zr_authenticates__"
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -43,15 +46,21 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    """The app's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_database(request: Request) -> Database:
-    return request.app.state.db
+    """The app's database."""
+    db: Database = request.app.state.db
+    return db
 
 
 def get_mailer(request: Request) -> Mailer:
-    return request.app.state.mailer
+    """The app's mailer."""
+    mailer: Mailer = request.app.state.mailer
+    return mailer
 
 
 def in_one_hop(function: Callable[P, T], *, reads: bool) -> Callable[P, T]:
@@ -106,6 +115,19 @@ class DatabaseRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
 
 
+class PublicRoute(DatabaseRoute):
+    """The route class of routers whose routes anyone may call without a bearer token: the
+    explicit mark of a public route (tests/test_app.py fails on a route with neither it nor a
+    required caller)."""
+
+
+def public(endpoint: Callable[P, T]) -> Callable[P, T]:
+    """Mark the endpoint of a plain Starlette route (no FastAPI dependencies, so no caller) as
+    open to anyone, as `PublicRoute` marks FastAPI routes."""
+    setattr(endpoint, PUBLIC_MARK, True)
+    return endpoint
+
+
 async def get_session(request: Request) -> AsyncIterator[Session]:
     """The request's session; GET/HEAD sessions are read-only. Creating it opens nothing: the
     connection is taken by the first query, inside a hop, and given back by `in_one_hop`."""
@@ -157,6 +179,7 @@ OptionalCallerDep = Annotated[Caller | None, Depends(get_optional_caller)]
 
 
 def get_caller(caller: OptionalCallerDep) -> Caller:
+    """The caller of a request (401 without a token)."""
     if caller is None:
         raise Unauthorized(NOT_AUTHENTICATED)
     return caller
@@ -166,74 +189,20 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 def get_current_user(caller: CallerDep) -> User:
+    """The caller's user."""
     return caller.user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_admin_user(user: CurrentUser) -> User:
-    if not user.admin:
-        raise Forbidden("administrators only")
-    return user
+# The dependencies of a router whose routes all need a caller (401 without a valid token).
+AUTHENTICATED = [Depends(get_caller)]
 
 
-AdminUser = Annotated[User, Depends(get_admin_user)]
-
-
-def require_self_or_admin(username: str, user: User) -> None:
-    """403 unless the caller is `username` or an admin (the contract's profile rule)."""
-    if user.username != username and not user.admin:
-        raise Forbidden("not allowed: this resource belongs to another user")
-
-
-@reads_in_one_hop
-def get_path_user(username: str, user: CurrentUser, session: SessionDep) -> User:
-    """The user named in the path, when the caller is that user or an admin (403 otherwise)."""
-    require_self_or_admin(username, user)
-    if user.username == username:
-        return user
-    target = session.scalar(select(User).where(User.username == username))
-    if target is None:
-        raise NotFound(f"no user {username}")
-    return target
-
-
-PathUser = Annotated[User, Depends(get_path_user)]
-
-
-@reads_in_one_hop
-def get_owned_submission(submission_id: str, user: CurrentUser, session: SessionDep) -> Submission:
-    """The submission if the caller owns it or is an admin (404 unknown, 403 someone else's)."""
-    return owned_submission(session=session, submission_id=submission_id, user=user)
-
-
-OwnedSubmission = Annotated[Submission, Depends(get_owned_submission)]
-
-
-def get_upload_target(
-    request: Request,
-    submission_id: str,
-    part_name: Annotated[str, Query(max_length=1000, description="A file name from the index.")],
-    db: DatabaseDep,
-    settings: SettingsDep,
-    token: TokenDep,
-) -> UploadTarget:
-    """Authorise a content/add before its body is read, in a short read-only session (no write
-    transaction may stay open while the body streams)."""
-    if not token:
-        raise Unauthorized(NOT_AUTHENTICATED)
-    with db.session(read_only=True) as session:
-        user, _ = authenticate(session=session, settings=settings, token=token)
-        target = plan_upload(
-            session=session,
-            settings=settings,
-            submission_id=submission_id,
-            user=user,
-            part_name=part_name,
-        )
-    check_declared_length(target, request.headers.get("content-length"))
-    return target
-
-
-UploadTargetDep = Annotated[UploadTarget, Depends(get_upload_target)]
+def authenticates(dependency: Callable[P, T]) -> Callable[P, T]:
+    """Mark a dependency that authenticates the caller itself (401 without a valid token), for
+    the one route that cannot take `AUTHENTICATED`: content/add checks its query first and
+    authorises in one short session of its own, before the body streams."""
+    setattr(dependency, AUTHENTICATES_MARK, True)
+    return dependency

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import fastapi_offline
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+
+from zerospeech_api.deps import PublicRoute
 
 ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
 ASSETS_PREFIX = "/static/docs"
@@ -49,11 +51,13 @@ def _openapi_with_our_errors(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 def install_docs(app: FastAPI) -> None:
     """Mount the Swagger UI and ReDoc assets and the two pages (app created with docs off)."""
-    app.openapi = _openapi_with_our_errors(app)  # type: ignore[method-assign]
+    # FastAPI's documented way to customise the schema is replacing the method on the instance.
+    app.openapi = _openapi_with_our_errors(app)  # type: ignore[method-assign]  # see above
     app.mount(ASSETS_PREFIX, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
     title = f"{app.title} - API documentation"
+    pages = APIRouter(include_in_schema=False, route_class=PublicRoute)
 
-    @app.get("/docs", include_in_schema=False)
+    @pages.get("/docs")
     def swagger_ui() -> HTMLResponse:
         return _offline(
             get_swagger_ui_html(
@@ -66,7 +70,7 @@ def install_docs(app: FastAPI) -> None:
             )
         )
 
-    @app.get("/redoc", include_in_schema=False)
+    @pages.get("/redoc")
     def redoc() -> HTMLResponse:
         return _offline(
             get_redoc_html(
@@ -77,6 +81,8 @@ def install_docs(app: FastAPI) -> None:
                 with_google_fonts=False,
             )
         )
+
+    app.include_router(pages)
 
 
 def _offline(page: HTMLResponse) -> HTMLResponse:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 
 class DomainError(Exception):
@@ -63,6 +65,23 @@ class TooManyRequests(DomainError):
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+def validation_lines(errors: Iterable[Mapping[str, Any]], *, words: bool = False) -> list[str]:
+    """`field: message` for each pydantic error (`errors()` of a ValidationError), never the
+    value; the message alone when it is about no field. The `body` FastAPI puts before a
+    field is left out. `words`: `first name` instead of `first_name` (forms shown to people)."""
+    lines = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ())]
+        if location[:1] == ["body"] and len(location) > 1:
+            location = location[1:]
+        field = ".".join(location)
+        if words:
+            field = field.replace("_", " ")
+        text = error.get("msg", "invalid")
+        lines.append(f"{field}: {text}" if field else text)
+    return lines
 
 
 NO_SPACE_DETAIL = (

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import smtplib
 import ssl
-import tempfile
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
+from zerospeech_api.files import write_atomically
 from zerospeech_api.settings import Settings
 
 log = logging.getLogger("zerospeech_api.mail")
@@ -121,11 +120,7 @@ class Mailer:
         folder.mkdir(parents=True, exist_ok=True)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         final = folder / f"{stamp}-{uuid.uuid4().hex[:12]}.eml"
-        # Write then rename, so a reader never sees half a message.
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(bytes(message))
-        os.replace(tmp, final)
+        write_atomically(final, bytes(message))  # a reader never sees half a message
         return final
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request id, security headers, HEAD, unhandled errors, body-size limit
+"""Pure ASGI middleware: request id and security headers, HEAD, unhandled errors, body-size limit
 before the body is read, read-only switch, admission (in-flight limits)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import re
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
@@ -42,7 +42,7 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 
 async def send_json(
-    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()
+    send: Send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
     """Send a complete `{"detail": ...}` response from ASGI code."""
     body = json.dumps({"detail": detail}).encode()
@@ -60,8 +60,24 @@ async def send_json(
     await send({"type": "http.response.body", "body": body})
 
 
-class RequestIdMiddleware:
-    """Takes a sane incoming X-Request-ID or makes one; logs and the response carry it."""
+class TrackingSend:
+    """An ASGI `send` that notes when the response has started: from then on no other answer
+    (an error's) can be sent instead."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
+class ResponseHeadersMiddleware:
+    """Every response (errors, docs and static files included) carries the request id and
+    SECURITY_HEADERS, each unless the app set it. The id is a sane incoming X-Request-ID or a
+    new one; the logs of the request carry it too."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -72,39 +88,20 @@ class RequestIdMiddleware:
             return
         incoming = (header(scope, b"x-request-id") or b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
+        headers = ((b"x-request-id", request_id.encode()), *SECURITY_HEADERS)
         token = request_id_var.set(request_id)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id_var.reset(token)
-
-
-class SecurityHeadersMiddleware:
-    """Adds SECURITY_HEADERS to every response (errors, docs and static files included)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {key.lower() for key, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                extra = [(k, v) for k, v in headers if k not in present]
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            request_id_var.reset(token)
 
 
 class HeadMiddleware:
@@ -150,18 +147,11 @@ class UnhandledErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracking = TrackingSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracking)
         except Exception as exc:
-            if started:
+            if tracking.started:
                 raise  # too late for an answer: the server closes the connection
             response = await self.render(Request(scope, receive), exc)
             await response(scope, receive, send)
@@ -205,7 +195,7 @@ class BodySizeLimitMiddleware:
             await self._buffer_small_body(scope, receive, send, limit)
             return
         seen = 0
-        started = False
+        tracking = TrackingSend(send)
 
         async def counting_receive() -> Message:
             nonlocal seen
@@ -216,16 +206,10 @@ class BodySizeLimitMiddleware:
                     raise BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, tracking)
         except BodyTooLarge:
-            if not started:
+            if not tracking.started:
                 await send_json(send, 413, f"request body too large: limit {limit} bytes")
 
     async def _buffer_small_body(
@@ -254,14 +238,15 @@ class BodySizeLimitMiddleware:
 
 
 class ReadOnlyMiddleware:
-    """In read-only mode every write answers 423; reads pass."""
+    """In read-only mode every write answers 423; reads pass. `enabled` is asked per request
+    (the cluster-wide switch can change while the server runs)."""
 
-    def __init__(self, app: ASGIApp, enabled: bool) -> None:
+    def __init__(self, app: ASGIApp, enabled: Callable[[], bool]) -> None:
         self.app = app
         self.enabled = enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.enabled and scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS and self.enabled():
             await send_json(send, 423, READ_ONLY_DETAIL)
             return
         await self.app(scope, receive, send)

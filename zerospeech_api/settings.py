@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +52,12 @@ class Settings(BaseSettings):
     )
     read_only: bool = Field(
         False, description="Every write answers 423 (for upgrades and backups)."
+    )
+    node_name: str = Field(
+        "",
+        max_length=64,
+        description="This host's name among the hosts sharing the data folder; its temp and "
+        "scratch files live in <data_dir>/nodes/<node_name>. Empty: the host name.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the API and the worker."
@@ -231,6 +239,17 @@ class Settings(BaseSettings):
     evaluation_log_max_bytes: int = Field(
         10_000_000, ge=4096, description="Evaluation log kept per submission (head and tail)."
     )
+    slurm_max_in_flight: int = Field(
+        16,
+        ge=1,
+        description="Slurm jobs one worker keeps submitted and follows at once (slurm runner); "
+        "while that many run, it claims no new job.",
+    )
+    slurm_poll_seconds: float = Field(
+        5,
+        gt=0,
+        description="How often a worker asks Slurm (squeue) about the jobs it follows.",
+    )
 
     # --- queue health and alerts (README: "Queue health and alerts") ----------------------
     watchdog_seconds: float = Field(
@@ -326,6 +345,17 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.data_dir.resolve() / 'zerospeech.db'}"
 
     @property
+    def node(self) -> str:
+        """This host's node name: `node_name`, else the host name, made a safe folder name."""
+        return safe_node_name(self.node_name or socket.gethostname())
+
+    @property
+    def node_dir(self) -> Path:
+        """<data_dir>/nodes/<node>: this host's own temp and scratch files, which no other
+        host's start-up or sweep ever touches."""
+        return self.data_dir / "nodes" / self.node
+
+    @property
     def operator_addresses(self) -> list[str]:
         """The operators' addresses from `operator_email` (empty: no alert mail)."""
         return _addresses(self.operator_email)
@@ -353,6 +383,13 @@ class Settings(BaseSettings):
         return shown
 
 
+def safe_node_name(name: str) -> str:
+    """`name` as one plain folder name: letters, digits, `.`, `_`, `-` kept, anything else
+    `-`, at most 64 characters, never empty or only dots."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", name)[:64]
+    return cleaned if cleaned.strip(".") else "node"
+
+
 def _addresses(value: str) -> list[str]:
     return [address.strip() for address in value.split(",") if address.strip()]
 
@@ -371,11 +408,13 @@ def env_file_path(env_file: str | os.PathLike[str] | None = None) -> Path:
     return Path(env_file or os.environ.get(f"{ENV_PREFIX}ENV_FILE") or ".env")
 
 
-def load_settings(env_file: str | os.PathLike[str] | None = None, **overrides: object) -> Settings:
-    """Read settings from the .env file and the environment; errors name the variable."""
+def load_settings(env_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read settings from the .env file and the environment; errors name the variable.
+
+    `overrides` are field values of any type, validated like the environment's."""
     path = env_file_path(env_file)
     try:
-        return Settings(_env_file=path if path.is_file() else None, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=path if path.is_file() else None, **overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from tests.helpers.builders import DEFAULT_PASSWORD, make_user
+from tests.helpers.factories import DEFAULT_PASSWORD, make_user
 from tests.helpers.outbox import read_mails
 from zerospeech_api.accounts import service
 from zerospeech_api.db.engine import Database

@@ -10,15 +10,15 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from tests.helpers.builders import DEFAULT_PASSWORD, make_user
+from tests.helpers.factories import DEFAULT_PASSWORD, make_user
 from zerospeech_api.accounts import service
 from zerospeech_api.accounts.schemas import SignupRequest
 from zerospeech_api.db.engine import Database
+from zerospeech_api.db.keys import name_key
 from zerospeech_api.db.migrate import upgrade
 from zerospeech_api.db.tables import AuthSession, User, utcnow
 from zerospeech_api.errors import Conflict
 from zerospeech_api.mail import Mailer
-from zerospeech_api.security.inputs import name_key
 from zerospeech_api.settings import Settings
 
 

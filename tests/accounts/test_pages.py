@@ -7,12 +7,13 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers.builders import DEFAULT_PASSWORD, make_user
+from tests.helpers.factories import DEFAULT_PASSWORD, make_user
 from tests.helpers.outbox import wait_for_mail
 from tests.helpers.pages import csrf_token
-from zerospeech_api.accounts import pages, service
+from zerospeech_api.accounts import service
 from zerospeech_api.db.engine import Database
 from zerospeech_api.mail import outbox_dir
+from zerospeech_api.pages import accounts as pages
 from zerospeech_api.settings import Settings
 
 FORM = {

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers.builders import DEFAULT_PASSWORD, bearer, make_user
+from tests.helpers.factories import DEFAULT_PASSWORD, bearer, make_user
 from tests.helpers.outbox import wait_for_mail
 from zerospeech_api.accounts import service
 from zerospeech_api.accounts.router import LOGIN_NEEDS_FORM
 from zerospeech_api.accounts.schemas import USERNAME_RULE
-from zerospeech_api.accounts.sessions import INVALID_TOKEN
 from zerospeech_api.db.engine import Database
 from zerospeech_api.mail import outbox_dir
+from zerospeech_api.security.sessions import INVALID_TOKEN
 from zerospeech_api.settings import Settings
 
 SIGNUP = {

@@ -9,11 +9,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy import select, update
 
-from tests.helpers.builders import DEFAULT_PASSWORD, make_user
+from tests.helpers.factories import DEFAULT_PASSWORD, make_user
 from tests.helpers.outbox import read_mails
 from zerospeech_api.accounts import service
 from zerospeech_api.accounts.schemas import ProfileUpdate, SignupRequest
-from zerospeech_api.accounts.sessions import authenticate, open_session, open_session_count
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import AuthSession, OneTimeToken, TokenPurpose, User, utcnow
 from zerospeech_api.errors import (
@@ -26,6 +25,7 @@ from zerospeech_api.errors import (
 )
 from zerospeech_api.mail import Mailer, outbox_dir
 from zerospeech_api.security.passwords import hasher, verify_password
+from zerospeech_api.security.sessions import authenticate, open_session, open_session_count
 from zerospeech_api.settings import Settings
 
 

@@ -11,7 +11,7 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
-from tests.helpers.builders import DEFAULT_PASSWORD, make_user
+from tests.helpers.factories import DEFAULT_PASSWORD, make_user
 from zerospeech_api.accounts import service
 from zerospeech_api.accounts.schemas import SignupRequest
 from zerospeech_api.db.engine import Database

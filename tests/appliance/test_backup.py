@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.helpers.builders import make_user
+from tests.helpers.factories import make_user
 from zerospeech_api.appliance.backup import MANIFEST_NAME, BackupError, backup
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import User
@@ -107,21 +107,11 @@ def test_backup_refuses_a_target_inside_the_data_folder(make_settings) -> None:
 
 def test_backup_command(database_url: str, tmp_path: Path) -> None:
     """`backup TARGET`: exit 0 with the SQLite copy; on PostgreSQL it says to use pg_dump."""
-    import os
-    import subprocess
+    from tests.helpers.cli import cli_process
 
-    from tests.helpers.processes import cli_command
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZR_")}
-    env.update({"ZR_DATA_DIR": str(tmp_path / "data"), "ZR_DATABASE_URL": database_url})
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*cli_command(), *args], cwd=tmp_path, env=env, capture_output=True, text=True
-        )
-
-    assert run("init").returncode == 0
-    result = run("backup", str(tmp_path / "backups"))
+    env = {"ZR_DATA_DIR": str(tmp_path / "data"), "ZR_DATABASE_URL": database_url}
+    assert cli_process(tmp_path, "init", env=env).returncode == 0
+    result = cli_process(tmp_path, "backup", str(tmp_path / "backups"), env=env)
     (folder,) = (tmp_path / "backups").iterdir()
     assert (folder / MANIFEST_NAME).is_file()
     if database_url.startswith("sqlite"):

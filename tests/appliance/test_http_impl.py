@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
+from tests.helpers.processes import HTTPTOOLS_SO, worker_maps
 from tests.helpers.server import Server
 from zerospeech_api.appliance.http_impl import uvicorn_arguments, uvicorn_implementation
 
-HTTPTOOLS = "/httptools/parser/parser."  # its shared object, mapped by a process that uses it
 UVLOOP = "/uvloop/"
 
 
@@ -36,20 +34,6 @@ def test_dev_passes_the_choice_unless_the_options_are_given() -> None:
     assert uvicorn_arguments(("--http=h11", "--reload")) == ["--loop", "asyncio"]
 
 
-def worker_maps(master: int) -> list[str]:
-    """/proc/<pid>/maps of each child of `master`."""
-    maps = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(f"/proc/{entry.name}/stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                    maps.append(Path(f"/proc/{entry.name}/maps").read_text())
-            except OSError:
-                continue
-    return maps
-
-
 @pytest.mark.e2e
 def test_serve_workers_run_on_httptools(make_server: Callable[..., Server]) -> None:
     server = make_server(workers=2)
@@ -58,5 +42,5 @@ def test_serve_workers_run_on_httptools(make_server: Callable[..., Server]) -> N
     maps = worker_maps(server.process.proc.pid)
     assert len(maps) == 2
     for text in maps:
-        assert HTTPTOOLS in text
+        assert HTTPTOOLS_SO in text
         assert UVLOOP not in text

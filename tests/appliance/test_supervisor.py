@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from supervisor.options import ServerOptions
 
 from zerospeech_api.appliance import supervisor
+from zerospeech_api.files import write_atomically
 from zerospeech_api.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ def render(settings: Settings, tmp_path: Path) -> Path:
     text = supervisor.render_config(
         settings, program=PROGRAM, env_file=tmp_path / "my 100% site.env", directory=tmp_path
     )
-    supervisor.write_atomically(paths.config, text)
+    write_atomically(paths.config, text)
     return paths.config
 
 
@@ -87,15 +88,6 @@ def test_no_worker_program_when_worker_processes_is_zero(
 ) -> None:
     settings = make_settings(worker_processes=0)
     assert list(programs(parse(render(settings, tmp_path)))) == ["api"]
-
-
-def test_config_is_written_atomically_and_privately(tmp_path: Path) -> None:
-    target = tmp_path / "run" / "supervisord.conf"
-    supervisor.write_atomically(target, "one\n")
-    supervisor.write_atomically(target, "two\n")
-    assert target.read_text() == "two\n"
-    assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert [p.name for p in target.parent.iterdir()] == ["supervisord.conf"]
 
 
 def test_shipped_config_has_the_shape_of_the_generated_one() -> None:

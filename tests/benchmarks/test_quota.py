@@ -6,8 +6,7 @@ import datetime as dt
 
 from sqlalchemy import update
 
-from tests.helpers.builders import bearer, make_user
-from tests.helpers.evaluation import make_benchmark, make_submission
+from tests.helpers.factories import bearer, make_benchmark, make_submission, make_user
 from zerospeech_api.db.tables import Submission, SubmissionStatus
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 from fastapi.testclient import TestClient
 
-from tests.helpers.zrc import make_benchmark
+from tests.helpers.factories import make_benchmark
 from zerospeech_api.benchmarks.service import NO_BENCHMARK
 from zerospeech_api.db.engine import Database
 

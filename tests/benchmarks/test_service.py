@@ -6,8 +6,7 @@ import datetime as dt
 
 import pytest
 
-from tests.helpers.builders import make_user
-from tests.helpers.zrc import make_benchmark, make_model
+from tests.helpers.factories import make_benchmark, make_model, make_user
 from zerospeech_api.benchmarks import service
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Benchmark, Submission, SubmissionStatus, utcnow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.evaluation import make_benchmark
+from tests.helpers.factories import make_benchmark
 
 
 @pytest.fixture
@@ -47,3 +47,29 @@ def test_bad_input_exits_non_zero_with_a_message(cli) -> None:
     assert cli("evaluators", "create", "bad name", "--command", "a").exit_code == 1
     missing = cli("evaluators", "show", "nope")
     assert missing.exit_code == 1 and "no evaluator nope" in missing.output
+
+
+def test_a_slurm_evaluator_shows_its_runner_options_and_time_limit(cli) -> None:
+    created = cli(
+        "evaluators", "create", "abx-gpu", "--runner", "slurm", "--command", "/opt/abx/run",
+        "--timeout", "90", "--sbatch-args", "--partition=gpu --gres=gpu:1 --mem=32G",
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    assert (
+        cli("evaluators", "create", "abx", "--command", "/opt/abx/run", "--timeout", "9").exit_code
+        == 0
+    )
+    lines = cli("evaluators", "list").output.splitlines()
+    assert lines[0].split()[4] == "RUNNER"
+    assert next(line for line in lines if line.startswith("abx-gpu ")).split()[4] == "slurm"
+    assert next(line for line in lines if line.startswith("abx ")).split()[4] == "local"
+    shown = cli("evaluators", "show", "abx-gpu").output
+    assert "slurm" in shown and "--partition=gpu --gres=gpu:1 --mem=32G" in shown
+    assert "2 min" in shown  # 90 s: Slurm counts whole minutes
+    assert "sbatch args" not in cli("evaluators", "show", "abx").output
+    reserved = cli(
+        "evaluators", "create", "y", "--runner", "slurm", "--command", "a", "--sbatch-args", "-t 5"
+    )
+    assert reserved.exit_code == 1 and "may not set --time" in reserved.output
+    local = cli("evaluators", "create", "z", "--command", "a", "--sbatch-args", "--mem=1G")
+    assert local.exit_code == 1 and "--runner slurm" in local.output

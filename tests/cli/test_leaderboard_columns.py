@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from click.testing import CliRunner
-
-from tests.helpers.evaluation import make_benchmark
-from zerospeech_api.cli import main
+from tests.helpers.cli import invoke_cli
+from tests.helpers.factories import make_benchmark
 from zerospeech_api.leaderboards import service
 
 
@@ -39,4 +37,4 @@ def test_cli_create_with_columns_and_update(run_cli, db) -> None:
     assert bad.exit_code == 1 and "KEY=LABEL" in bad.output
     unknown = run_cli("leaderboards", "update", "nope", "--ascending")
     assert unknown.exit_code == 1 and "no leaderboard nope" in unknown.output
-    assert "update" in CliRunner().invoke(main, ["leaderboards", "--help"]).output
+    assert "update" in invoke_cli(None, "leaderboards", "--help").output

@@ -9,21 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.builders import make_user
-from tests.helpers.evaluation import (
+from tests.helpers.factories import (
     make_benchmark,
     make_submission,
+    make_user,
     realistic_entry,
+    store_entries,
+    stored_bad_entries,
     submission_files,
     zip_bytes,
 )
-from tests.helpers.leaderboards import (
-    csv_rows,
-    risky_cells,
-    store_entries,
-    stored_bad_entries,
-    strict_json,
-)
+from tests.helpers.leaderboards import csv_rows, risky_cells, strict_json
 from zerospeech_api.evaluation.worker import Worker
 from zerospeech_api.leaderboards.entries import NOT_FINITE
 

@@ -6,16 +6,17 @@ import json
 
 from sqlalchemy import update
 
-from tests.helpers.builders import make_user
-from tests.helpers.evaluation import (
+from tests.helpers.factories import (
     HOUR,
     add_job,
+    add_running_job,
     add_worker,
     age,
     make_benchmark,
     make_submission,
+    make_user,
 )
-from zerospeech_api.db.tables import Job, JobState, WorkerHeartbeat, utcnow
+from zerospeech_api.db.tables import Job, WorkerHeartbeat, utcnow
 
 
 def test_queue_shows_waiting_running_workers_and_problems(run_cli, settings, db) -> None:
@@ -26,14 +27,14 @@ def test_queue_shows_waiting_running_workers_and_problems(run_cli, settings, db)
     never_queued = make_submission(db, settings, user, benchmark_id=bench)
     age(db, never_queued, HOUR)
     now = utcnow()
-    job = add_job(
+    job = add_running_job(
         db,
         running,
-        state=JobState.RUNNING,
-        lease_owner="gpu-1:77:aa",
-        lease_expires_at=now + HOUR,
-        started_at=now - HOUR,
+        owner="gpu-1:77:aa",
+        lease_left=HOUR,
+        running_for=HOUR,
         attempts=2,
+        now=now,
     )
     add_job(db, queued, created_at=now - 2 * HOUR)
     # A dead worker whose host name holds a terminal escape: printed escaped.

@@ -6,10 +6,15 @@ import functools
 
 import pytest
 
-from tests.helpers.builders import make_user
-from tests.helpers.zrc import make_benchmark, make_model
-from tests.submissions.test_service import body, create
-from tests.submissions.test_uploads import store, three_parts
+from tests.helpers.factories import (
+    create_submission,
+    make_benchmark,
+    make_model,
+    make_user,
+    store_part,
+    submission_body,
+    three_parts,
+)
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Submission
 from zerospeech_api.settings import Settings
@@ -24,8 +29,8 @@ def cli(run_cli):
 def test_list_with_filters(cli, db: Database, settings: Settings) -> None:
     ada, bob = make_user(db, settings, username="ada"), make_user(db, settings, username="bob")
     make_benchmark(db, "abx")
-    one = create(db, settings, ada, body(make_model(db, ada))).id
-    two = create(db, settings, bob, body(make_model(db, bob), "abx")).id
+    one = create_submission(db, settings, ada, submission_body(make_model(db, ada))).id
+    two = create_submission(db, settings, bob, submission_body(make_model(db, bob), "abx")).id
     everything = cli("list").output
     assert one in everything and two in everything and "0/2" in everything
     only_ada = cli("list", "--user", "ada").output
@@ -40,7 +45,7 @@ def test_list_with_filters(cli, db: Database, settings: Settings) -> None:
 
 def test_show_has_parts_and_log(cli, db: Database, settings: Settings) -> None:
     submission_id, parts = three_parts(db, settings)
-    store(db, settings, submission_id, "s_1.zip", parts[0])
+    store_part(db, settings, submission_id, "s_1.zip", parts[0])
     shown = cli("show", submission_id)
     assert shown.exit_code == 0, shown.output
     assert "s_2.zip" in shown.output and "uploading: created by" in shown.output
@@ -62,7 +67,7 @@ def test_set_status_is_logged_with_the_reason(cli, db: Database, settings: Setti
 
 def test_delete_removes_rows_and_files(cli, db: Database, settings: Settings) -> None:
     submission_id, parts = three_parts(db, settings)
-    store(db, settings, submission_id, "s_1.zip", parts[0])
+    store_part(db, settings, submission_id, "s_1.zip", parts[0])
     assert cli("delete", submission_id, input="n\n").exit_code == 1  # asked, declined
     assert storage.submission_dir(settings, submission_id).exists()
     result = cli("delete", submission_id, "--yes")
@@ -74,10 +79,10 @@ def test_delete_removes_rows_and_files(cli, db: Database, settings: Settings) ->
 
 def test_rejoin(cli, db: Database, settings: Settings) -> None:
     submission_id, parts = three_parts(db, settings)
-    store(db, settings, submission_id, "s_1.zip", parts[0])
+    store_part(db, settings, submission_id, "s_1.zip", parts[0])
     early = cli("rejoin", submission_id)
     assert early.exit_code == 1 and "not received yet: s_2.zip" in early.output
-    store(db, settings, submission_id, "s_2.zip", parts[1])
+    store_part(db, settings, submission_id, "s_2.zip", parts[1])
     result = cli("rejoin", submission_id)
     assert result.exit_code == 0, result.output
     assert "uploaded" in result.output
@@ -90,8 +95,8 @@ def test_rejoin_says_why_a_join_failed_and_can_be_run_again(
     cli, db: Database, settings: Settings
 ) -> None:
     submission_id, parts = three_parts(db, settings)
-    store(db, settings, submission_id, "s_1.zip", parts[0])
-    store(db, settings, submission_id, "s_2.zip", parts[1])
+    store_part(db, settings, submission_id, "s_1.zip", parts[0])
+    store_part(db, settings, submission_id, "s_2.zip", parts[1])
     part = storage.part_path(settings, submission_id, 1)
     part.unlink()
     part.mkdir()  # an I/O error of the platform's
@@ -103,3 +108,35 @@ def test_rejoin_says_why_a_join_failed_and_can_be_run_again(
     part.write_bytes(parts[1])
     result = cli("rejoin", submission_id)
     assert result.exit_code == 0 and "uploaded" in result.output, result.output
+
+
+def test_cancel_a_queued_or_running_evaluation(cli, db: Database, settings: Settings) -> None:
+    from tests.helpers.factories import events_of, make_submission, status_of
+    from zerospeech_api.db.tables import Job, JobState
+    from zerospeech_api.evaluation import jobs
+
+    user = make_user(db, settings)
+    bench = make_benchmark(db)
+    queued, running, done = (
+        make_submission(db, settings, user, benchmark_id=bench) for _ in range(3)
+    )
+    for sid in (queued, running):
+        with db.transaction() as session:
+            jobs.enqueue(session=session, submission_id=sid, max_attempts=3, reason="test")
+    claimed = jobs.claim(db=db, owner="w1", lease_seconds=60)
+    assert claimed is not None and claimed.submission_id == queued
+    first = cli("cancel", queued)
+    assert first.exit_code == 0, first.output
+    assert "stops the running evaluation" in first.output  # it was claimed: evaluating
+    assert jobs.renew(db=db, job_id=claimed.job_id, owner="w1", lease_seconds=60) is False
+    second = cli("cancel", running)
+    assert second.exit_code == 0 and "stops" not in second.output
+    for sid in (queued, running):
+        assert status_of(db, sid) == "cancelled"
+        assert "cancelled by an administrator (command line)" in events_of(db, sid)[-1].message
+    with db.session(read_only=True) as session:
+        assert {j.state for j in session.query(Job)} == {JobState.CANCELLED}
+    again = cli("cancel", queued)
+    assert again.exit_code == 1 and "cannot be cancelled" in again.output
+    assert status_of(db, done) == "uploaded"
+    assert cli("cancel", "no-such-id").exit_code == 1

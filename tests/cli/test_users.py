@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 from pathlib import Path
@@ -11,16 +10,16 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import FAST_HASH
-from tests.helpers.builders import bearer, make_user
+from tests.helpers.cli import cli_process
+from tests.helpers.factories import bearer, make_user
 from tests.helpers.outbox import read_mails
-from tests.helpers.processes import cli_command
 from tests.helpers.server import write_env
 from zerospeech_api.accounts import service
-from zerospeech_api.accounts.sessions import authenticate, open_session
 from zerospeech_api.cli import users as users_cli
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import User
 from zerospeech_api.errors import Unauthorized
+from zerospeech_api.security.sessions import authenticate, open_session
 from zerospeech_api.settings import Settings, load_settings
 
 PASSWORD = "pa ss word with spaces "  # trailing space kept: only the newline is removed
@@ -38,16 +37,7 @@ class Cli:
         self.settings: Settings = load_settings(self.env_file)
 
     def __call__(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ZR_")}
-        return subprocess.run(
-            [*cli_command(), "--env-file", str(self.env_file), "users", *args],
-            cwd=self.folder,
-            env=env,
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return cli_process(self.folder, "users", *args, env_file=self.env_file, input=input)
 
     def create(self, username: str, *extra: str, password: str = PASSWORD):
         return self(

@@ -23,10 +23,10 @@ from tests.helpers.pages import csrf_token, submit
 from tests.helpers.processes import wait_for
 from tests.helpers.server import Server
 from zerospeech_api.accounts import service
-from zerospeech_api.accounts.sessions import INVALID_TOKEN
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import OneTimeToken, TokenPurpose, User, utcnow
 from zerospeech_api.security import ratelimit
+from zerospeech_api.security.sessions import INVALID_TOKEN
 from zerospeech_api.security.tokens import ALGORITHM, new_one_time_token
 from zerospeech_api.settings import load_settings
 

@@ -35,12 +35,13 @@ import pytest
 from supervisor.xmlrpc import SupervisorTransport
 
 from tests.conftest import missing_tool, require_binary
-from tests.helpers.evaluation import outbox_messages
+from tests.helpers.factories import make_archive
 from tests.helpers.nginx import nginx_argv, render_nginx
+from tests.helpers.outbox import outbox_messages
 from tests.helpers.processes import Process, free_port, wait_for, wait_until_responds
 from tests.helpers.pyz import ROOT, Built, Load, pyz_env, run_pyz
 from tests.helpers.server import write_env
-from tests.helpers.zrc import ZrcDriver, make_archive
+from tests.helpers.zrc import ZrcDriver
 from zerospeech_api import __version__
 
 pytestmark = pytest.mark.e2e

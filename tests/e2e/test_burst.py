@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.helpers.builders import bearer, make_user
 from tests.helpers.burst import Call, Outcome, fire_burst, writers_blocked
+from tests.helpers.factories import bearer, make_user, model_info
 from tests.helpers.server import Server
-from tests.helpers.zrc import model_info
 from zerospeech_api.db.engine import Database
 from zerospeech_api.errors import BUSY_DETAIL
 from zerospeech_api.settings import load_settings

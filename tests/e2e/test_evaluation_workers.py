@@ -8,32 +8,30 @@ import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.builders import bearer, make_user
-from tests.helpers.evaluation import (
+from tests.helpers.factories import (
+    bearer,
     events_of,
     make_benchmark,
     make_evaluator,
     make_leaderboard,
     make_submission,
-    outbox_messages,
-    process_alive,
+    make_user,
     realistic_entry,
     status_of,
     submission_files,
-    wait_for,
     zip_bytes,
 )
-from tests.helpers.processes import Process, cli_command
-from tests.helpers.server import Server
+from tests.helpers.outbox import outbox_messages
+from tests.helpers.processes import process_alive, wait_for
+from tests.helpers.server import Site
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Job, JobState, LeaderboardEntry, SubmissionEvent
-from zerospeech_api.evaluation.evaluators import read_results, results_path
-from zerospeech_api.settings import Settings, load_settings
+from zerospeech_api.leaderboards.results import read_results, results_path
 from zerospeech_api.submissions import storage
 
 pytestmark = pytest.mark.e2e
@@ -45,37 +43,11 @@ FAST = {
 }
 
 
-class Site:
-    """A server, its settings and database, and worker processes started on demand."""
-
-    def __init__(self, server: Server, tmp_path: Path) -> None:
-        self.server = server
-        self.tmp_path = tmp_path
-        self.settings: Settings = load_settings(server.env_file)
-        self.db = Database(self.settings.database)
-        self.workers: list[Process] = []
-
-    def worker(self, **env: str) -> Process:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("ZR_")}
-        process = Process(
-            [*cli_command(), "--env-file", str(self.server.env_file), "worker"],
-            cwd=self.tmp_path,
-            env={**base, **env},
-            log=self.tmp_path / f"worker-{len(self.workers)}.log",
-        )
-        self.workers.append(process)
-        return process
-
-    def close(self) -> None:
-        for process in self.workers:
-            process.stop()
-        self.db.dispose()
-
-
 @pytest.fixture
-def site(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[Site]:
-    built = Site(make_server(workers=1, env=FAST), tmp_path)
+def site(tmp_path: Path) -> Iterator[Site]:
+    built = Site(tmp_path, FAST)
     try:
+        built.start_server(workers=1)
         yield built
     finally:
         built.close()
@@ -145,7 +117,7 @@ def test_command_evaluator_success_failure_timeout_and_huge_log(site: Site) -> N
         "    print('END OF SPAM')\n"
         "json.dump({'scores': {'abx': {'within': 6.5}}, 'description': mode}, open(out, 'w'))\n"
     )
-    make_evaluator(db, "abx", evaluator_script(site.tmp_path, body), timeout=3)
+    make_evaluator(db, "abx", evaluator_script(site.root, body), timeout=3)
     bench = make_benchmark(db, "abxLS", evaluator="abx")
     make_leaderboard(db, "abx-within", bench, sort_key="scores.abx.within", descending=False)
     user = make_user(db, settings)
@@ -194,7 +166,7 @@ def test_unsafe_archives_end_invalid_and_write_nothing_outside(site: Site) -> No
     archives = {
         "dotdot": zip_bytes({"scores/leaderboard.json": entry, "../../../escaped.txt": "x"}),
         "absolute": zip_bytes(
-            {"scores/leaderboard.json": entry, str(site.tmp_path / "abs-escaped.txt"): "x"}
+            {"scores/leaderboard.json": entry, str(site.root / "abs-escaped.txt"): "x"}
         ),
         "symlink": zip_bytes({"scores/leaderboard.json": entry}, symlinks={"scores/up": "/"}),
         "bomb": zip_bytes({"scores/leaderboard.json": entry, "zeros": b"\0" * 3_000_000}),
@@ -211,7 +183,7 @@ def test_unsafe_archives_end_invalid_and_write_nothing_outside(site: Site) -> No
     assert "absolute path" in reasons["absolute"]
     assert "symbolic link" in reasons["symlink"]
     assert "too many bytes" in reasons["bomb"]
-    assert not list(site.tmp_path.rglob("*escaped.txt"))
+    assert not list(site.root.rglob("*escaped.txt"))
     for sid in ids.values():
         assert not list((settings.data_dir / "submissions" / sid).rglob("unpacked*"))
 
@@ -249,13 +221,13 @@ def owner_pid(db: Database) -> int | None:
 
 def test_kill_9_mid_job_is_rerun_by_another_worker_and_completes_once(site: Site) -> None:
     db, settings = site.db, site.settings
-    make_evaluator(db, "slow-once", evaluator_script(site.tmp_path, SLOW_ONCE))
+    make_evaluator(db, "slow-once", evaluator_script(site.root, SLOW_ONCE))
     bench = make_benchmark(db, evaluator="slow-once")
     make_leaderboard(db, "board", bench, sort_key="scores.v")
     user = make_user(db, settings)
     sid = make_submission(db, settings, user, benchmark_id=bench, has_scores=False)
     first, second = site.worker(), site.worker()
-    runs = site.tmp_path / "runs.txt"
+    runs = site.root / "runs.txt"
     wait_for(lambda: runs.exists() and "start" in runs.read_text(), what="first run")
     pid = wait_for(lambda: owner_pid(db), what="lease owner")
     victim = first if first.proc.pid == pid else second
@@ -278,13 +250,13 @@ def test_kill_9_mid_job_is_rerun_by_another_worker_and_completes_once(site: Site
 
 def test_sigterm_releases_a_long_job_without_counting_it(site: Site) -> None:
     db, settings = site.db, site.settings
-    make_evaluator(db, "slow-once", evaluator_script(site.tmp_path, SLOW_ONCE))
+    make_evaluator(db, "slow-once", evaluator_script(site.root, SLOW_ONCE))
     bench = make_benchmark(db, evaluator="slow-once")
     user = make_user(db, settings)
     sid = make_submission(db, settings, user, benchmark_id=bench, has_scores=False)
     worker = site.worker(ZR_WORKER_STOP_GRACE_SECONDS="0.5")
     wait_for(lambda: status_of(db, sid) == "evaluating", what="evaluating")
-    wait_for(lambda: (site.tmp_path / "runs.txt").exists(), what="evaluator started")
+    wait_for(lambda: (site.root / "runs.txt").exists(), what="evaluator started")
     worker.signal(signal.SIGTERM)
     assert worker.proc.wait(30) == 0
     assert status_of(db, sid) == "queued"
@@ -315,12 +287,12 @@ def parent_of(pid: int) -> int:
 
 def test_a_worker_paused_past_its_lease_writes_nothing_when_it_wakes(site: Site) -> None:
     db, settings = site.db, site.settings
-    make_evaluator(db, "gated", evaluator_script(site.tmp_path, GATED))
+    make_evaluator(db, "gated", evaluator_script(site.root, GATED))
     bench = make_benchmark(db, evaluator="gated")
     make_leaderboard(db, "board", bench, sort_key="scores.v")
     user = make_user(db, settings)
     sid = make_submission(db, settings, user, benchmark_id=bench, has_scores=False)
-    runs = site.tmp_path / "runs.txt"
+    runs = site.root / "runs.txt"
     first = site.worker()
     wait_for(lambda: read_if_exists(runs).count("start") == 1, what="first evaluation")
     evaluator = int(runs.read_text().split()[1])
@@ -336,14 +308,14 @@ def test_a_worker_paused_past_its_lease_writes_nothing_when_it_wakes(site: Site)
     log_before = (old / "evaluation.log").read_bytes()
     site.worker()
     wait_for(lambda: runs.read_text().count("start") == 2, what="second attempt running")
-    (site.tmp_path / "gate-1").touch()  # A's evaluation is over the moment it wakes up
+    (site.root / "gate-1").touch()  # A's evaluation is over the moment it wakes up
     for send, pid in reversed(paused):
         send(pid, signal.SIGCONT)
     wait_for(lambda: "lease lost" in first.output(), what="A notices it lost the lease")
     assert status_of(db, sid) == "evaluating"
     assert not results_path(settings, sid).exists()
     assert (old / "evaluation.log").read_bytes() == log_before  # A wrote nothing more
-    (site.tmp_path / "gate-2").touch()
+    (site.root / "gate-2").touch()
     wait_for(lambda: status_of(db, sid) == "completed", what="the new attempt completes")
     assert read_results(results_path(settings, sid))[""]["scores"] == {"v": 2}
     with db.session(read_only=True) as session:
@@ -374,7 +346,7 @@ json.dump({"scores": {"v": 1}}, open(sys.argv[2], "w"))
 
 def test_several_workers_never_run_the_same_job_twice(site: Site) -> None:
     db, settings = site.db, site.settings
-    make_evaluator(db, "counting", evaluator_script(site.tmp_path, COUNTING))
+    make_evaluator(db, "counting", evaluator_script(site.root, COUNTING))
     bench = make_benchmark(db, evaluator="counting")
     user = make_user(db, settings)
     workers = [site.worker() for _ in range(3)]
@@ -385,7 +357,7 @@ def test_several_workers_never_run_the_same_job_twice(site: Site) -> None:
     ]
     for sid in ids:
         wait_for(lambda sid=sid: status_of(db, sid) == "completed", what=f"{sid} completed")
-    seen = Counter((site.tmp_path / "seen.txt").read_text().split())
+    seen = Counter((site.root / "seen.txt").read_text().split())
     assert seen == Counter(ids)
     with db.session(read_only=True) as session:
         claims = [
@@ -398,18 +370,18 @@ def test_several_workers_never_run_the_same_job_twice(site: Site) -> None:
 
 
 def test_real_zrc_upload_is_evaluated_and_published_without_a_manual_step(site: Site) -> None:
-    from tests.helpers.builders import DEFAULT_PASSWORD
-    from tests.helpers.zrc import ZrcDriver, make_archive
+    from tests.helpers.factories import DEFAULT_PASSWORD, make_archive
+    from tests.helpers.zrc import ZrcDriver
 
     db, settings = site.db, site.settings
     user = make_user(db, settings)
     bench = make_benchmark(db, "sLM21")
     make_leaderboard(db, "slm21-lexical", bench)
     site.worker()
-    archive = make_archive(site.tmp_path / "sub.zip", payload_bytes=300_000, seed=3)
+    archive = make_archive(site.root / "sub.zip", payload_bytes=300_000, seed=3)
     with ZrcDriver(
         site.server.url,
-        site.tmp_path / "zrc",
+        site.root / "zrc",
         username=user.username,
         password=DEFAULT_PASSWORD,
         part_size=100_000,
@@ -417,7 +389,7 @@ def test_real_zrc_upload_is_evaluated_and_published_without_a_manual_step(site: 
         sid = driver.submit(archive, bench, multipart=True, order=[3, 0, 2, 1])
     with ZrcDriver(
         site.server.url,
-        site.tmp_path / "zrc-test",
+        site.root / "zrc-test",
         username=user.username,
         password=DEFAULT_PASSWORD,
     ) as driver:

@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers.builders import DEFAULT_PASSWORD
+from tests.helpers.factories import DEFAULT_PASSWORD, make_archive
 from tests.helpers.processes import Process, free_port, wait_for, wait_until_responds
 from tests.helpers.pyz import Built, pyz_env, run_pyz
-from tests.helpers.zrc import ZrcDriver, make_archive
+from tests.helpers.zrc import ZrcDriver
 from zerospeech_api.demo import DEMO_BENCHMARK, DEMO_LABEL, DEMO_LEADERBOARD, demo_entries
 
 pytestmark = pytest.mark.e2e

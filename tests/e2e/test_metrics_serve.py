@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import require_binary
-from tests.helpers.builders import make_benchmark, make_user
-from tests.helpers.evaluation import make_submission
+from tests.helpers.factories import make_benchmark, make_submission, make_user
 from tests.helpers.metrics import Samples, parse_samples, value
 from tests.helpers.nginx import nginx_argv, render_nginx
 from tests.helpers.processes import Process, free_port, wait_for, wait_until_responds

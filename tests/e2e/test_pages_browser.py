@@ -7,9 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
-import secrets
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,25 +17,25 @@ import pytest
 
 from tests.conftest import require_binary
 from tests.helpers.browser import BROWSER_OWN, Browser
-from tests.helpers.builders import DEFAULT_PASSWORD, make_user
-from tests.helpers.evaluation import (
+from tests.helpers.factories import (
+    DEFAULT_PASSWORD,
     make_benchmark,
     make_leaderboard,
     make_model,
     make_submission,
+    make_user,
     realistic_entry,
 )
 from tests.helpers.nginx import nginx_argv, render_nginx
 from tests.helpers.pages import log_in
-from tests.helpers.processes import Process, cli_command, free_port, wait_until_responds
-from tests.helpers.server import Server, write_env
+from tests.helpers.processes import Process, free_port, wait_until_responds
+from tests.helpers.server import Site
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Job, JobState, Submission, SubmissionStatus, utcnow
 from zerospeech_api.evaluation import jobs
-from zerospeech_api.evaluation.evaluators import results_path, write_results
 from zerospeech_api.leaderboards import service
 from zerospeech_api.leaderboards.definition import Column, update_leaderboard
-from zerospeech_api.settings import load_settings
+from zerospeech_api.leaderboards.results import results_path, write_results
 from zerospeech_api.submissions import storage
 
 pytestmark = pytest.mark.e2e
@@ -48,25 +46,15 @@ SCREENSHOTS = os.environ.get("ZR_TEST_SCREENSHOTS")
 
 
 @dataclass
-class Site:
-    server: Server | None
-    db: Database
+class Populated:
+    """What `_populate` made: the participant, their model and their queued submission."""
+
     username: str
     model_id: str
     queued: str
 
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url
 
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return self.server.port
-
-
-def _populate(db: Database, settings) -> Site:
+def _populate(db: Database, settings) -> Populated:
     """A benchmark with a 40-entry leaderboard (one of them live), and a participant with
     submissions in every interesting state."""
     bench = make_benchmark(db, "sLM21", label="Spoken Language Modelling 2021", quota="3/1d")
@@ -125,35 +113,29 @@ def _populate(db: Database, settings) -> Site:
         for sid in (running, queued):
             jobs.enqueue(session=session, submission_id=sid, max_attempts=3, reason="test")
     assert jobs.claim(db=db, owner="worker-1", lease_seconds=3600) is not None  # `running`
-    return Site(None, db, user.username, model_id, queued)
+    return Populated(user.username, model_id, queued)
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """`serve` over a populated data folder, shared by the tests of this module."""
-    folder = tmp_path_factory.mktemp("pages")
-    env_file = write_env(
-        folder / "server.env",
-        {
-            "ZR_DATA_DIR": str(folder / "data"),
-            "ZR_SECRET_KEY": secrets.token_urlsafe(48),
-            "ZR_ARGON2_TIME_COST": "1",
-            "ZR_ARGON2_MEMORY_KIB": "8192",
-        },
-    )
-    subprocess.run(
-        [*cli_command(), "--env-file", str(env_file), "init"],
-        check=True, cwd=folder, capture_output=True,
-    )  # fmt: skip
-    settings = load_settings(env_file)
-    db = Database(settings.database)
-    populated = _populate(db, settings)
-    populated.server = Server(env_file, workers=2)
+def unserved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The data folder of this module's tests, before `serve` starts."""
+    built = Site(tmp_path_factory.mktemp("pages"))
     try:
-        yield populated
+        yield built
     finally:
-        populated.server.stop()
-        db.dispose()
+        built.close()
+
+
+@pytest.fixture(scope="module")
+def made(unserved: Site) -> Populated:
+    return _populate(unserved.db, unserved.settings)
+
+
+@pytest.fixture(scope="module")
+def site(unserved: Site, made: Populated) -> Site:
+    """`serve` over the populated data folder, shared by the tests of this module."""
+    unserved.start_server(workers=2)
+    return unserved
 
 
 @pytest.fixture
@@ -190,7 +172,7 @@ def _only_this_server(browser: Browser, base: str) -> None:
 
 
 def test_public_pages_render_offline_at_desktop_and_phone_width(
-    site: Site, browser: Browser, tmp_path: Path
+    site: Site, made: Populated, browser: Browser, tmp_path: Path
 ) -> None:
     base = site.url
     pages = {
@@ -198,7 +180,7 @@ def test_public_pages_render_offline_at_desktop_and_phone_width(
         "benchmark": "/page/benchmarks/sLM21",
         "leaderboard": "/page/leaderboards/slm21-lexical",
         "leaderboard-by-date": "/page/leaderboards/slm21-lexical?sort=-date",
-        "model": f"/page/models/{site.model_id}",
+        "model": f"/page/models/{made.model_id}",
     }
     for name, path in pages.items():
         for shot in _shoot(browser, base + path, name, tmp_path):
@@ -216,13 +198,13 @@ def test_public_pages_render_offline_at_desktop_and_phone_width(
 
 
 def test_logging_in_through_the_form_and_using_the_participant_page(
-    site: Site, browser: Browser, tmp_path: Path
+    site: Site, made: Populated, browser: Browser, tmp_path: Path
 ) -> None:
     base = site.url
     browser.viewport(1280, 900)
     browser.open(f"{base}/page/me")
     assert browser.url() == f"{base}/page/login"  # not logged in yet
-    browser.type_into("#username", site.username)
+    browser.type_into("#username", made.username)
     browser.type_into("#password", DEFAULT_PASSWORD)
     browser.click("form[action='/page/login'] button")
     assert browser.url() == f"{base}/page/me"
@@ -235,10 +217,10 @@ def test_logging_in_through_the_form_and_using_the_participant_page(
     # The cancel button of the queued submission.
     browser.viewport(1280, 900)
     browser.open(f"{base}/page/me")
-    browser.click(f"form[action='/page/me/submissions/{site.queued}/cancel'] button")
+    browser.click(f"form[action='/page/me/submissions/{made.queued}/cancel'] button")
     assert browser.url().startswith(f"{base}/page/me?notice=cancelled")
     with site.db.session(read_only=True) as session:
-        assert session.get(Submission, site.queued).status == SubmissionStatus.CANCELLED
+        assert session.get(Submission, made.queued).status == SubmissionStatus.CANCELLED
     # Log out: back to the login form; /page/me asks for a login again.
     browser.click("form[action='/page/logout'] button")
     assert browser.url() == f"{base}/page/login?notice=out"
@@ -247,7 +229,9 @@ def test_logging_in_through_the_form_and_using_the_participant_page(
     assert browser.problems() == []
 
 
-def test_nginx_caches_public_pages_and_never_personal_ones(site: Site, tmp_path: Path) -> None:
+def test_nginx_caches_public_pages_and_never_personal_ones(
+    site: Site, made: Populated, tmp_path: Path
+) -> None:
     nginx = require_binary("nginx")
     port = free_port()
     config = render_nginx(tmp_path, nginx_port=port, api_port=site.port)
@@ -269,10 +253,10 @@ def test_nginx_caches_public_pages_and_never_personal_ones(site: Site, tmp_path:
             assert (
                 "x-cache-status" not in form.headers and form.headers["cache-control"] == "no-store"
             )
-            assert log_in(client, site.username, DEFAULT_PASSWORD).status_code == 303
+            assert log_in(client, made.username, DEFAULT_PASSWORD).status_code == 303
             for _ in range(2):
                 me = client.get("/page/me")
-                assert me.status_code == 200 and site.username in me.text
+                assert me.status_code == 200 and made.username in me.text
                 assert (
                     "x-cache-status" not in me.headers and me.headers["cache-control"] == "no-store"
                 )

@@ -10,34 +10,31 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import signal
-import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from tests.helpers.builders import make_user
-from tests.helpers.evaluation import (
+from tests.helpers.cli import cli_process
+from tests.helpers.factories import (
     make_benchmark,
     make_evaluator,
     make_submission,
-    outbox_messages,
+    make_user,
     status_of,
-    wait_for,
     zip_bytes,
 )
-from tests.helpers.processes import Process, cli_command
-from tests.helpers.server import Server
+from tests.helpers.outbox import outbox_messages
+from tests.helpers.processes import wait_for
+from tests.helpers.server import Server, Site
 from tests.helpers.webhook import WebhookReceiver, webhook_receiver
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import WatchdogTurn
 from zerospeech_api.evaluation.watchdog import TURN
-from zerospeech_api.settings import load_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -71,24 +68,10 @@ def hook() -> Iterator[WebhookReceiver]:
         yield receiver
 
 
-def start_worker(server: Server, tmp_path: Path, n: int) -> Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZR_")}
-    return Process(
-        [*cli_command(), "--env-file", str(server.env_file), "worker"],
-        cwd=tmp_path,
-        env=env,
-        log=tmp_path / f"worker-{n}.log",
-    )
-
-
 def queue_json(server: Server) -> dict[str, Any]:
     """`zerospeech-api queue --json`, run as its own process."""
-    done = subprocess.run(
-        [*cli_command(), "--env-file", str(server.env_file), "queue", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=server.env_file.parent,
+    done = cli_process(
+        server.env_file.parent, "queue", "--json", env_file=server.env_file, check=True
     )
     return json.loads(done.stdout)
 
@@ -108,13 +91,10 @@ def opened_alerts_about(hook: WebhookReceiver, words: str) -> list[str]:
     return [text for text in alerts_about(hook, words) if "resolved (" not in text]
 
 
-def test_watchdog_alerts_resolves_and_queue_shows_it(
-    make_server: Callable[..., Server], hook: WebhookReceiver, tmp_path: Path
-) -> None:
-    server = make_server(workers=2, env={**FAST, "ZR_ALERT_WEBHOOK_URL": hook.url})
-    settings = load_settings(server.env_file)
-    db = Database(settings.database)
-    workers: list[Process] = []
+def test_watchdog_alerts_resolves_and_queue_shows_it(hook: WebhookReceiver, tmp_path: Path) -> None:
+    site = Site(tmp_path, {**FAST, "ZR_ALERT_WEBHOOK_URL": hook.url})
+    server = site.start_server(workers=2)
+    settings, db, workers = site.settings, site.db, site.workers
     try:
         script = tmp_path / "evaluator.py"
         script.write_text(EVALUATOR)
@@ -148,7 +128,7 @@ def test_watchdog_alerts_resolves_and_queue_shows_it(
         assert len(alerts_about(hook, "no worker is alive")) == 1
 
         # 2. A worker: heartbeat, current job in `queue`, the alert resolved.
-        workers.append(start_worker(server, tmp_path, 0))
+        site.worker()
         wait_for(lambda: alerts_about(hook, "resolved (no-worker)"), what="resolved message")
 
         def running() -> dict[str, Any] | None:
@@ -189,20 +169,12 @@ def test_watchdog_alerts_resolves_and_queue_shows_it(
         dead = queue_json(server)["workers"]
         assert [w["alive"] for w in dead] == [False]
     finally:
-        for process in workers:
-            process.stop()
-        server.stop()
-        db.dispose()
+        site.close()
 
     # 5. The webhook's secret token is in no log, and `check` shows it masked.
     logs = [server.process.output(), *(w.output() for w in workers)]
     assert all(hook.token not in text for text in logs)
-    checked = subprocess.run(
-        [*cli_command(), "--env-file", str(server.env_file), "check"],
-        capture_output=True,
-        text=True,
-        cwd=server.env_file.parent,
-    )
+    checked = cli_process(server.env_file.parent, "check", env_file=server.env_file)
     assert "alert_webhook_url" in checked.stdout + checked.stderr
     assert hook.token not in checked.stdout + checked.stderr
     assert not [d for d in hook.deliveries if d.content_type != "application/json"]

@@ -10,37 +10,38 @@ import random
 import secrets
 import signal
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers.builders import DEFAULT_PASSWORD, bearer, make_user
-from tests.helpers.disk import fill, free_up, small_filesystem
-from tests.helpers.evaluation import events_of
-from tests.helpers.processes import cli_command, wait_for
-from tests.helpers.server import Server, write_env
-from tests.helpers.zrc import (
-    ZrcDriver,
-    ZrcError,
+from tests.helpers.disk import (
+    assert_intact,
+    empty_wal,
+    fill,
+    free_up,
+    send_unsized,
+    small_filesystem,
+)
+from tests.helpers.factories import (
+    DEFAULT_PASSWORD,
+    create_submission,
     make_archive,
     make_benchmark,
     make_model,
-    md5_file,
     model_info,
+    multipart_body,
+    store_part,
+    submission_body,
 )
-from tests.submissions.test_service import body as create_body
-from tests.submissions.test_service import create
-from tests.submissions.test_uploads import store
+from tests.helpers.processes import wait_for
+from tests.helpers.server import Server, Site
+from tests.helpers.zrc import ZrcDriver, ZrcError, md5_file
 from zerospeech_api.benchmarks.service import NOT_OPEN, close_benchmark
-from zerospeech_api.db.engine import Database
-from zerospeech_api.db.tables import SubmissionEvent, SubmissionStatus, User
+from zerospeech_api.db.tables import SubmissionStatus, User
 from zerospeech_api.errors import NO_SPACE_DETAIL
-from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage, uploads
 
 pytestmark = pytest.mark.e2e
@@ -64,82 +65,34 @@ def _close_drivers() -> Iterator[None]:
         _open_drivers.pop().close()
 
 
-@dataclass
-class Site:
-    """A running server and direct access to its database (same file, same secret)."""
-
-    server: Server
-    settings: Settings
-    db: Database
-    root: Path
-
-    def user(self, **kw: object) -> User:
-        return make_user(self.db, self.settings, **kw)
-
-    def token(self, user: User) -> str:
-        return bearer(self.db, self.settings, user)["Authorization"].split()[1]
-
-    def driver(self, user: User | None = None, *, name: str = "", **kw: object) -> ZrcDriver:
-        user = user or self.user()
-        workdir = self.root / f"client-{user.username}{name}"
-        return open_driver(
-            self.server.url,
-            workdir,
-            token=self.token(user),
-            username=user.username,
-            part_size=PART,
-            **kw,  # type: ignore[arg-type]
-        )
-
-    def events(self, submission_id: str) -> list[SubmissionEvent]:
-        return events_of(self.db, submission_id)
-
-    def tmp_files(self) -> list[str]:
-        tmp = storage.tmp_dir(self.settings)
-        return sorted(p.name for p in tmp.iterdir()) if tmp.exists() else []
+def start_site(root: Path, extra: dict[str, str] | None = None) -> Site:
+    """A site with this module's request limit and `extra` settings (no server yet)."""
+    return Site(root, {"ZR_MAX_REQUEST_BYTES": str(MAX_REQUEST), **(extra or {})})
 
 
-def start_site(root: Path, extra: dict[str, str] | None = None) -> tuple[Path, Settings]:
-    """Write a .env, run `init`, and return it with matching Settings for direct DB access."""
-    secret = secrets.token_urlsafe(48)
-    values = {
-        "ZR_DATA_DIR": str(root / "data"),
-        "ZR_SECRET_KEY": secret,
-        "ZR_ARGON2_TIME_COST": "1",
-        "ZR_ARGON2_MEMORY_KIB": "8192",
-        "ZR_MAX_REQUEST_BYTES": str(MAX_REQUEST),
-        **(extra or {}),
-    }
-    env_file = write_env(root / "server.env", values)
-    subprocess.run(
-        [*cli_command(), "--env-file", str(env_file), "init"],
-        check=True,
-        capture_output=True,
-        cwd=root,
+def client_of(site: Site, user: User | None = None, *, name: str = "", **kw: object) -> ZrcDriver:
+    """A zrc driver of `user` (a new one by default) with this module's part size."""
+    user = user or site.user()
+    workdir = site.root / f"client-{user.username}{name}"
+    return open_driver(
+        site.url,
+        workdir,
+        token=site.token(user),
+        username=user.username,
+        part_size=PART,
+        **kw,
     )
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        data_dir=root / "data",
-        secret_key=secret,
-        argon2_time_cost=1,
-        argon2_memory_kib=8192,
-        max_request_bytes=MAX_REQUEST,
-    )
-    return env_file, settings
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """One server for the tests that do not restart it (each test makes its own users)."""
-    root = tmp_path_factory.mktemp("uploads")
-    env_file, settings = start_site(root)
-    server = Server(env_file, workers=2)
-    db = Database(settings.database)
+    built = start_site(tmp_path_factory.mktemp("uploads"))
     try:
-        yield Site(server, settings, db, root)
+        built.start_server()
+        yield built
     finally:
-        server.stop()
-        db.dispose()
+        built.close()
 
 
 def archive(site: Site, name: str, size: int = 160_000, seed: int | None = None) -> Path:
@@ -175,21 +128,21 @@ def test_contract_sequence_multipart_with_login_and_profile(site: Site) -> None:
 
 
 def test_contract_sequence_single_part(site: Site) -> None:
-    zrc = site.driver()
+    zrc = client_of(site)
     zrc.submit(archive(site, "single.zip"), "test-challenge", multipart=False)
     assert_uploaded(site, zrc)
 
 
 def test_part_names_come_from_the_index(site: Site) -> None:
     # Another version of the client's split library names parts differently.
-    zrc = site.driver(part_name=lambda stem, n: f"{stem}.part-{n}-of-many.zip")
+    zrc = client_of(site, part_name=lambda stem, n: f"{stem}.part-{n}-of-many.zip")
     zrc.submit(archive(site, "named.zip"), "test-challenge")
     assert_uploaded(site, zrc)
 
 
 def test_resume_after_an_interrupted_upload(site: Site) -> None:
     user = site.user()
-    first = site.driver(user)
+    first = client_of(site, user)
     first.benchmark_info("test-challenge")
     first.create_model()
     first.prepare(archive(site, "resume.zip", 200_000))
@@ -209,7 +162,7 @@ def test_repeated_and_duplicate_hash_parts(site: Site) -> None:
     block = os.urandom(PART)
     raw = folder / "dup.zip"
     raw.write_bytes(block + os.urandom(PART) + block + b"tail")
-    zrc = site.driver()
+    zrc = client_of(site)
     zrc.create_model()
     parts = zrc.prepare(raw)
     assert parts[0].filehash == parts[2].filehash
@@ -225,7 +178,7 @@ def test_repeated_and_duplicate_hash_parts(site: Site) -> None:
 
 
 def test_wrong_bytes_and_unknown_names_are_refused_and_discarded(site: Site) -> None:
-    zrc = site.driver()
+    zrc = client_of(site)
     zrc.create_model()
     parts = zrc.prepare(archive(site, "wrong.zip"))
     sid = zrc.create_submission("test-challenge")["submission_id"]
@@ -249,7 +202,7 @@ def test_wrong_bytes_and_unknown_names_are_refused_and_discarded(site: Site) -> 
 
 @pytest.mark.parametrize("raw", ["../../x.zip", "a/b.zip", "%2e%2e%2fx", "..%2F..%2Fx.zip"])
 def test_traversal_names_are_refused(site: Site, raw: str) -> None:
-    zrc = site.driver(name=secrets.token_hex(3))
+    zrc = client_of(site, name=secrets.token_hex(3))
     zrc.create_model()
     zrc.prepare(archive(site, "trav.zip"))
     sid = zrc.create_submission("test-challenge")["submission_id"]
@@ -276,7 +229,7 @@ def test_traversal_names_are_refused(site: Site, raw: str) -> None:
 
 
 def test_other_users_get_403(site: Site) -> None:
-    owner, intruder = site.driver(), site.driver()
+    owner, intruder = client_of(site), client_of(site)
     owner.create_model()
     parts = owner.prepare(archive(site, "mine.zip"))
     sid = owner.create_submission("test-challenge")["submission_id"]
@@ -300,7 +253,7 @@ def test_closed_benchmark(site: Site) -> None:
     make_benchmark(site.db, "closed-bench")
     with site.db.transaction() as session:
         close_benchmark(session=session, benchmark_id="closed-bench")
-    zrc = site.driver()
+    zrc = client_of(site)
     with pytest.raises(RuntimeError, match="closed"):
         zrc.benchmark_info("closed-bench")  # the client stops here
     zrc.create_model()
@@ -313,7 +266,7 @@ def test_closed_benchmark(site: Site) -> None:
 
 def test_quota_exhausted(site: Site) -> None:
     make_benchmark(site.db, "quota-bench", quota="2/1d")
-    zrc = site.driver()
+    zrc = client_of(site)
     zrc.create_model()
     zrc.prepare(archive(site, "q.zip"))
     zrc.create_submission("quota-bench")
@@ -330,7 +283,7 @@ def test_quota_exhausted(site: Site) -> None:
 
 
 def test_oversize_bodies_get_413_before_reading(site: Site) -> None:
-    zrc = site.driver()
+    zrc = client_of(site)
     zrc.create_model()
     zrc.prepare(archive(site, "big.zip"), multipart=False)
     sid = zrc.create_submission("test-challenge")["submission_id"]
@@ -357,7 +310,7 @@ def test_oversize_bodies_get_413_before_reading(site: Site) -> None:
 
 
 def test_concurrent_uploads_of_different_submissions(site: Site) -> None:
-    drivers = [site.driver() for _ in range(3)]
+    drivers = [client_of(site) for _ in range(3)]
     errors: list[BaseException] = []
 
     def run(zrc: ZrcDriver, n: int) -> None:
@@ -377,7 +330,7 @@ def test_concurrent_uploads_of_different_submissions(site: Site) -> None:
 
 
 def test_last_two_parts_concurrently_complete_once(site: Site) -> None:
-    zrc = site.driver()
+    zrc = client_of(site)
     zrc.create_model()
     parts = zrc.prepare(archive(site, "race.zip", 200_000))
     sid = zrc.create_submission("test-challenge")["submission_id"]
@@ -402,12 +355,12 @@ def test_last_two_parts_concurrently_complete_once(site: Site) -> None:
 
 
 def test_a_client_that_disconnects_mid_part_leaves_nothing(site: Site) -> None:
-    zrc = site.driver()
+    zrc = client_of(site)
     zrc.create_model()
     parts = zrc.prepare(archive(site, "gone.zip"))
     sid = zrc.create_submission("test-challenge")["submission_id"]
     data = (Path(zrc.state.parts_dir) / parts[0].filename).read_bytes()
-    body, content_type = _multipart(parts[0].filename, data)
+    body, content_type = multipart_body(files={"file": (parts[0].filename, data)})
     host, port = site.server.url.removeprefix("http://").split(":")
     head = (
         f"POST /submissions/{sid}/content/add?part_name={parts[0].filename} HTTP/1.1\r\n"
@@ -433,21 +386,18 @@ def kill_9(server: Server) -> None:
 
 
 def test_kill_9_mid_upload_then_restart_and_resume(tmp_path: Path) -> None:
-    env_file, settings = start_site(tmp_path)
-    db = Database(settings.database)
-    server = Server(env_file, workers=2)
-    restarted: Server | None = None
+    site = start_site(tmp_path)
+    server = site.start_server()
     try:
-        user = make_user(db, settings)
-        site = Site(server, settings, db, tmp_path)
-        zrc = site.driver(user)
+        user = site.user()
+        zrc = client_of(site, user)
         zrc.create_model()
         parts = zrc.prepare(archive(site, "crash.zip", 200_000))
         sid = zrc.create_submission("test-challenge")["submission_id"]
         zrc.upload(limit=2)  # acknowledged before the crash
         inflight = parts[2]
         data = (Path(zrc.state.parts_dir) / inflight.filename).read_bytes()
-        body, content_type = _multipart(inflight.filename, data)
+        body, content_type = multipart_body(files={"file": (inflight.filename, data)})
         release = threading.Event()
         outcome: list[object] = []
 
@@ -479,8 +429,7 @@ def test_kill_9_mid_upload_then_restart_and_resume(tmp_path: Path) -> None:
         sender.join(30)
         assert isinstance(outcome[0], httpx.HTTPError)  # never acknowledged
 
-        restarted = Server(env_file, workers=2)
-        site.server = restarted
+        restarted = site.start_server()
         resumed = open_driver(restarted.url, zrc.workdir, token=site.token(user), part_size=PART)
         assert resumed.status() == "uploading"
         assert [p.filename for p in resumed.pending()] == [p.filename for p in parts[2:]]
@@ -488,31 +437,29 @@ def test_kill_9_mid_upload_then_restart_and_resume(tmp_path: Path) -> None:
         assert_uploaded(site, resumed)
     finally:
         server.stop()
-        if restarted is not None:
-            restarted.stop()
-        db.dispose()
+        site.close()
 
 
 def test_restart_finishes_a_join_that_never_happened(tmp_path: Path) -> None:
     """All parts were acknowledged but the server died before joining: start-up joins."""
-    env_file, settings = start_site(tmp_path)
-    db = Database(settings.database)
+    site = start_site(tmp_path)
+    db, settings = site.db, site.settings
     try:
-        user = make_user(db, settings)
+        user = site.user()
         raw = os.urandom(120_000)
         chunks = [raw[:PART], raw[PART : 2 * PART], raw[2 * PART :]]
         index = [
             {"filename": f"j_{n}.zip", "filesize": len(c), "filehash": hashlib.md5(c).hexdigest()}
             for n, c in enumerate(chunks)
         ]
-        data = create_body(make_model(db, user), index=index, hash=hashlib.md5(raw).hexdigest())
-        sid = create(db, settings, user, data).id
+        data = submission_body(make_model(db, user), index=index, hash=hashlib.md5(raw).hexdigest())
+        sid = create_submission(db, settings, user, data).id
         for entry, chunk in zip(index, chunks, strict=True):
-            store(db, settings, sid, entry["filename"], chunk)  # acknowledged, not joined
+            store_part(db, settings, sid, entry["filename"], chunk)  # acknowledged, not joined
         # A half-written join of the dead process is left in tmp.
         (storage.tmp_dir(settings) / f"join-{sid}-dead.tmp").write_bytes(raw[:1000])
 
-        server = Server(env_file, workers=2)
+        server = site.start_server()
         try:
             zrc = open_driver(server.url, tmp_path / "client")
             zrc.state.submission_id = sid
@@ -520,12 +467,10 @@ def test_restart_finishes_a_join_that_never_happened(tmp_path: Path) -> None:
             assert storage.archive_path(settings, sid).read_bytes() == raw
         finally:
             server.stop()
-        uploaded = [
-            e for e in Site(server, settings, db, tmp_path).events(sid) if e.status == "uploaded"
-        ]
+        uploaded = [e for e in site.events(sid) if e.status == "uploaded"]
         assert len(uploaded) == 1  # two workers recovered, one joined
     finally:
-        db.dispose()
+        site.close()
 
 
 # --- resources a client holds: stalled bodies, killed workers, a full disk ---------------------
@@ -535,30 +480,27 @@ IDLE_SECONDS = 1
 @pytest.fixture(scope="module")
 def impatient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """A server with a short upload idle timeout and a recovery pass every second."""
-    root = tmp_path_factory.mktemp("impatient")
-    env_file, settings = start_site(
-        root,
+    built = start_site(
+        tmp_path_factory.mktemp("impatient"),
         {"ZR_UPLOAD_IDLE_TIMEOUT_SECONDS": str(IDLE_SECONDS), "ZR_UPLOAD_RECOVERY_SECONDS": "1"},
     )
-    server = Server(env_file, workers=2)
-    db = Database(settings.database)
     try:
-        yield Site(server, settings, db, root)
+        built.start_server()
+        yield built
     finally:
-        server.stop()
-        db.dispose()
+        built.close()
 
 
 def _started(site: Site, name: str) -> tuple[ZrcDriver, str, bytes, str]:
     """A submission with its first part acknowledged; returns the driver, its id, and the
     multipart body and Content-Type of its second part."""
-    zrc = site.driver()
+    zrc = client_of(site)
     zrc.create_model()
     parts = zrc.prepare(archive(site, name))
     sid = zrc.create_submission("test-challenge")["submission_id"]
     zrc.upload(limit=1)
     data = (Path(zrc.state.parts_dir) / parts[1].filename).read_bytes()
-    body, content_type = _multipart(parts[1].filename, data)
+    body, content_type = multipart_body(files={"file": (parts[1].filename, data)})
     return zrc, sid, body, content_type
 
 
@@ -634,13 +576,11 @@ def test_a_worker_killed_mid_upload_leaves_no_temp_file(impatient: Site) -> None
 def test_a_full_disk_gets_507_and_the_upload_completes_later(tmp_path: Path) -> None:
     """The data folder (SQLite included) on a small file system of its own."""
     with small_filesystem(tmp_path / "data", size="16m") as disk:
-        env_file, settings = start_site(tmp_path, {"ZR_UPLOAD_RESERVE_BYTES": "0"})
-        db = Database(settings.database)
-        server = Server(env_file, workers=2)
+        site = start_site(tmp_path, {"ZR_UPLOAD_RESERVE_BYTES": "0"})
+        db, server = site.db, site.start_server()
         try:
-            site = Site(server, settings, db, tmp_path)
             zrc, sid, _body, _type = _started(site, "full.zip")
-            single = site.driver()
+            single = client_of(site)
             single.create_model()
             single.prepare(archive(site, "single.zip"), multipart=False)
             single_id = single.create_submission("test-challenge")["submission_id"]
@@ -650,25 +590,15 @@ def test_a_full_disk_gets_507_and_the_upload_completes_later(tmp_path: Path) -> 
                 zrc.upload()
             assert refused.value.status_code == 507
             assert refused.value.detail == storage.NO_ROOM.format(needed=PART)
-            data = Path(single.state.archive).read_bytes()
-            body, content_type = _multipart(Path(single.state.archive).name, data)
-            streamed = httpx.post(  # chunked, no size: the disk fills up while it streams
-                f"{server.url}/submissions/{single_id}/content/add",
-                params={"part_name": Path(single.state.archive).name},
-                content=(body[i : i + 16384] for i in range(0, len(body), 16384)),
-                headers={**single.headers, "content-type": content_type},
-                timeout=30,
-            )
+            archive_file = Path(single.state.archive)
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                # Chunked, no size: the disk fills up while it streams.
+                streamed = send_unsized(http, single_id, archive_file, single.headers, chunk=16384)
             assert streamed.status_code == 507
             assert streamed.json() == {"detail": NO_SPACE_DETAIL}
             assert site.tmp_files() == []
 
-            raw = db.engine.raw_connection()  # an empty WAL: a write has to grow it
-            try:
-                checkpoint = raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                assert checkpoint.fetchone()[0] == 0
-            finally:
-                raw.close()
+            empty_wal(db)
             fill(disk)
             created = httpx.post(
                 f"{server.url}/users/{zrc.state.username}/models/create",
@@ -684,14 +614,7 @@ def test_a_full_disk_gets_507_and_the_upload_completes_later(tmp_path: Path) -> 
             single.resume()
             assert_uploaded(site, zrc)
             assert_uploaded(site, single)
-            with db.engine.connect() as connection:
-                assert connection.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+            assert_intact(db)
             assert "Traceback" not in server.process.output()
         finally:
-            server.stop()
-            db.dispose()
-
-
-def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
-    request = httpx.Request("POST", "http://x/", files={"file": (name, data)})
-    return request.read(), request.headers["content-type"]
+            site.close()

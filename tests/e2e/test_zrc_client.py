@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.builders import DEFAULT_PASSWORD, make_user
+from tests.helpers.factories import DEFAULT_PASSWORD, make_archive, make_user
 from tests.helpers.processes import wait_for
 from tests.helpers.server import Server
-from tests.helpers.zrc import make_archive, md5_file
+from tests.helpers.zrc import md5_file
 from zerospeech_api.db.engine import Database
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from click.testing import CliRunner
-
-from tests.helpers.builders import make_user
-from tests.helpers.evaluation import make_benchmark, make_submission, status_of
-from zerospeech_api.cli import main
+from tests.helpers.factories import make_benchmark, make_submission, make_user, status_of
 from zerospeech_api.evaluation import jobs
 from zerospeech_api.evaluation.worker import Worker
 
 
-def test_manual_benchmark_waits_for_the_admin_command_and_reruns(settings, db, tmp_path: Path):
-    env_file = tmp_path / "cli.env"
-    env_file.write_text(
-        f"ZR_DATA_DIR={settings.data_dir}\nZR_DATABASE_URL={settings.database}\n"
-        f"ZR_SECRET_KEY={settings.secret_key.get_secret_value()}\n"
-    )
-
-    def cli(*args: str):
-        return CliRunner().invoke(main, ["--env-file", str(env_file), *args])
-
+def test_manual_benchmark_waits_for_the_admin_command_and_reruns(settings, db, run_cli):
     def work() -> None:
         worker = Worker(settings, db=db)
         worker.run(once=True)
@@ -33,15 +18,15 @@ def test_manual_benchmark_waits_for_the_admin_command_and_reruns(settings, db, t
     sid = make_submission(db, settings, user, benchmark_id=bench)
     work()
     assert status_of(db, sid) == "uploaded"
-    result = cli("submissions", "evaluate", sid)
+    result = run_cli("submissions", "evaluate", sid)
     assert result.exit_code == 0, result.output
     assert status_of(db, sid) == "queued"
-    again = cli("submissions", "evaluate", sid)
+    again = run_cli("submissions", "evaluate", sid)
     assert again.exit_code == 1 and jobs.ALREADY_QUEUED in again.output
     work()
     assert status_of(db, sid) == "completed"
-    assert cli("submissions", "evaluate", sid).exit_code == 0  # a re-run of a completed one
+    assert run_cli("submissions", "evaluate", sid).exit_code == 0  # a re-run of a completed one
     work()
     assert status_of(db, sid) == "completed"
-    missing = cli("submissions", "evaluate", "nope")
+    missing = run_cli("submissions", "evaluate", "nope")
     assert missing.exit_code == 1 and "no submission nope" in missing.output

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.evaluation import process_alive, wait_for
+from tests.helpers.processes import process_alive, wait_for
 from zerospeech_api.db.tables import SubmissionStatus
 from zerospeech_api.evaluation import evaluators as ev
+from zerospeech_api.leaderboards import entries, results
 
-FACTS = ev.SubmissionFacts(
+FACTS = results.SubmissionFacts(
     submission_id="sub123",
     model_id="model-abc",
     benchmark_id="sLM21",
@@ -67,7 +68,7 @@ json.dump({"submission_id": "forged", "index": 7, "scores": {"x": value}}, open(
 def test_command_success_writes_a_stamped_entry_and_sees_a_clean_env(tmp_path: Path) -> None:
     outcome = run(tmp_path, script(tmp_path, WRITE_ENTRY))
     assert outcome.status == SubmissionStatus.COMPLETED and outcome.exit_code == 0
-    entry = outcome.entries[ev.COMMAND_OUTPUT]
+    entry = outcome.entries[results.COMMAND_OUTPUT]
     assert entry["scores"] == {"x": 42}
     assert entry["submission_id"] == "sub123" and "index" not in entry
     assert entry["publication"]["author_short"] == "Lovelace et al."
@@ -167,12 +168,12 @@ def test_scores_evaluator_validates_and_stamps(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "path", "reason"),
     [
-        ("not json", "scores/leaderboard.json", ev.ENTRY_NOT_JSON),
-        ("[1, 2]", "scores/leaderboard.json", ev.ENTRY_NOT_OBJECT),
-        ('{"scores": 3}', "scores/leaderboard.json", ev.ENTRY_NO_SCORES),
+        ("not json", "scores/leaderboard.json", entries.ENTRY_NOT_JSON),
+        ("[1, 2]", "scores/leaderboard.json", entries.ENTRY_NOT_OBJECT),
+        ('{"scores": 3}', "scores/leaderboard.json", entries.ENTRY_NO_SCORES),
         (None, "scores/leaderboard.json", ev.ENTRY_MISSING),
-        ("{}", "../outside.json", ev.BAD_ENTRY_PATH),
-        ("{}", "/etc/passwd", ev.BAD_ENTRY_PATH),
+        ("{}", "../outside.json", results.BAD_ENTRY_PATH),
+        ("{}", "/etc/passwd", results.BAD_ENTRY_PATH),
     ],
 )
 def test_scores_evaluator_rejects_bad_entries(tmp_path: Path, content, path, reason) -> None:
@@ -181,7 +182,7 @@ def test_scores_evaluator_rejects_bad_entries(tmp_path: Path, content, path, rea
     (tmp_path / "outside.json").write_text('{"scores": {}}')
     if content is not None:
         (unpacked / "scores" / "leaderboard.json").write_text(content)
-    facts = ev.SubmissionFacts(**{**FACTS.__dict__, "leaderboard_path": path})
+    facts = results.SubmissionFacts(**{**FACTS.__dict__, "leaderboard_path": path})
     with ev.LogSink(tmp_path / "log", max_bytes=10_000) as sink:
         outcome = ev.run_scores(facts=facts, unpacked=unpacked, leaderboard_paths=[], log=sink)
     assert outcome.status == SubmissionStatus.INVALID
@@ -212,9 +213,10 @@ FAKE_WORKER = """
 import sys
 from pathlib import Path
 from zerospeech_api.evaluation import evaluators as ev
+from zerospeech_api.leaderboards import results
 root = Path(sys.argv[1])
 (root / "unpacked").mkdir()
-facts = ev.SubmissionFacts("s", "m", "b", "u", "2021-01-01", None, False, "")
+facts = results.SubmissionFacts("s", "m", "b", "u", "2021-01-01", None, False, "")
 with ev.LogSink(root / "evaluation.log", max_bytes=100_000) as sink:
     ev.run_command(facts=facts, command=sys.argv[2], unpacked=root / "unpacked",
                    workdir=root / "work", timeout=600, log=sink, cancelled=lambda: None)

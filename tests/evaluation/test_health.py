@@ -8,16 +8,17 @@ import sys
 
 from sqlalchemy import update
 
-from tests.helpers.builders import make_user
-from tests.helpers.evaluation import (
+from tests.helpers.factories import (
     HOUR,
     add_job,
+    add_running_job,
     add_worker,
     age,
     make_benchmark,
     make_evaluator,
     make_received_upload,
     make_submission,
+    make_user,
 )
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import (
@@ -103,14 +104,14 @@ def test_a_dead_workers_job_is_reported_for_requeue(settings: Settings, db: Data
     bench = make_benchmark(db)
     sid = make_submission(db, settings, user, benchmark_id=bench, status="evaluating")
     now = utcnow()
-    job = add_job(
+    job = add_running_job(
         db,
         sid,
-        state=JobState.RUNNING,
-        lease_owner="deadhost:9:ff",
-        lease_expires_at=now - HOUR,
-        started_at=now - 2 * HOUR,
+        owner="deadhost:9:ff",
+        lease_left=-HOUR,
+        running_for=2 * HOUR,
         attempts=1,
+        now=now,
     )
     add_worker(db, "host:1:aa", seen=now)
     found = problems(db, settings)
@@ -185,6 +186,25 @@ def test_a_benchmark_whose_evaluator_is_missing(settings: Settings, db: Database
     assert f"{health.EVALUATOR_MISSING}:{retired}" in problems(db, settings)
 
 
+def test_a_slurm_evaluator_needs_sbatch_here_not_its_program(
+    settings: Settings, db: Database, tmp_path, monkeypatch
+) -> None:
+    from zerospeech_api.evaluation.registry import create_evaluator
+
+    with db.transaction() as session:
+        create_evaluator(
+            session=session, name="abx-gpu", command="/cluster/only/abx {input}", runner="slurm"
+        )
+    bench = make_benchmark(db, evaluator="abx-gpu")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch on this host
+    found = problems(db, settings)
+    assert "`sbatch`" in found[f"{health.EVALUATOR_MISSING}:{bench}"].reason
+    sbatch = tmp_path / "sbatch"
+    sbatch.write_text("#!/bin/sh\n")
+    sbatch.chmod(0o755)
+    assert problems(db, settings) == {}  # the program lives on the compute nodes
+
+
 def test_heartbeat_row_lives_with_the_worker(settings: Settings, db: Database) -> None:
     user = make_user(db, settings)
     sid = make_submission(db, settings, user, benchmark_id=make_benchmark(db), status="queued")
@@ -218,14 +238,14 @@ def test_queue_report_orders_running_queued_then_unqueued(settings: Settings, db
     running = make_submission(db, settings, user, benchmark_id=bench, status="evaluating")
     add_job(db, queued)
     now = utcnow()
-    job = add_job(
+    job = add_running_job(
         db,
         running,
-        state=JobState.RUNNING,
-        lease_owner="gpu-1:77:aa",
-        lease_expires_at=now + HOUR,
-        started_at=now,
+        owner="gpu-1:77:aa",
+        lease_left=HOUR,
+        running_for=dt.timedelta(0),
         attempts=2,
+        now=now,
     )
     add_worker(db, "gpu-1:77:aa", seen=now, node="gpu-1", pid=77, job_id=job)
     add_worker(db, "gpu-2:88:bb", seen=now - HOUR, node="gpu-2", pid=88)

@@ -7,8 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tests.helpers.builders import make_user
-from tests.helpers.evaluation import events_of, make_benchmark, make_submission, status_of
+from tests.helpers.factories import events_of, make_benchmark, make_submission, make_user, status_of
 from zerospeech_api.db.tables import Job, JobState, SubmissionStatus
 from zerospeech_api.errors import Conflict
 from zerospeech_api.evaluation import jobs

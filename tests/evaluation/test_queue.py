@@ -8,8 +8,14 @@ import datetime as dt
 import pytest
 from sqlalchemy import select, update
 
-from tests.helpers.builders import bearer, make_user
-from tests.helpers.evaluation import events_of, make_benchmark, make_submission, status_of
+from tests.helpers.factories import (
+    bearer,
+    events_of,
+    make_benchmark,
+    make_submission,
+    make_user,
+    status_of,
+)
 from zerospeech_api.benchmarks.service import quota_usage
 from zerospeech_api.db.tables import Benchmark, Job, JobState, Submission, SubmissionStatus, User
 from zerospeech_api.errors import Conflict

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.builders import bearer, make_user
-from tests.helpers.evaluation import make_benchmark, make_leaderboard, make_submission
+from tests.helpers.factories import (
+    bearer,
+    make_benchmark,
+    make_leaderboard,
+    make_submission,
+    make_user,
+)
 from zerospeech_api.evaluation.worker import Worker
 from zerospeech_api.submissions.service import NOT_YOURS
 

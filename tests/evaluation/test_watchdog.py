@@ -13,20 +13,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from tests.helpers.builders import make_user
-from tests.helpers.evaluation import (
+from tests.helpers.factories import (
     HOUR,
     add_job,
+    add_running_job,
     add_worker,
     age,
     make_benchmark,
     make_evaluator,
     make_received_upload,
     make_submission,
-    outbox_messages,
+    make_user,
     status_of,
     zip_bytes,
 )
+from tests.helpers.outbox import outbox_messages
 from tests.helpers.webhook import WebhookReceiver, webhook_receiver
 from zerospeech_api.alerts import Alerter
 from zerospeech_api.db.engine import Database
@@ -132,14 +133,14 @@ def test_worker_fixes_queue_join_and_requeue_without_alerting(
     )
     orphan = make_submission(db, settings, user, benchmark_id=bench, status="evaluating")
     now = utcnow()
-    add_job(
+    add_running_job(
         db,
         orphan,
-        state=JobState.RUNNING,
-        lease_owner="dead:1:aa",
-        lease_expires_at=now - HOUR,
-        started_at=now - 2 * HOUR,
+        owner="dead:1:aa",
+        lease_left=-HOUR,
+        running_for=2 * HOUR,
         attempts=1,
+        now=now,
     )
     add_worker(db, "me:2:bb", seen=now)
     report = run_watch(db, settings, fixes_of(db, settings))

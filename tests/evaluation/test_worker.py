@@ -10,26 +10,26 @@ import threading
 import pytest
 from sqlalchemy import update
 
-from tests.helpers.builders import make_user
-from tests.helpers.evaluation import (
+from tests.helpers.factories import (
     events_of,
     make_benchmark,
     make_evaluator,
     make_leaderboard,
     make_submission,
-    outbox_messages,
+    make_user,
     status_of,
     submission_files,
-    wait_for,
     zip_bytes,
 )
+from tests.helpers.outbox import outbox_messages
+from tests.helpers.processes import wait_for
 from zerospeech_api.db.tables import Job, LeaderboardEntry, Submission, utcnow
 from zerospeech_api.evaluation import jobs
-from zerospeech_api.evaluation.evaluators import read_results, results_path
-from zerospeech_api.evaluation.service import submission_log
-from zerospeech_api.evaluation.unpack import NO_SPACE
+from zerospeech_api.evaluation.view import submission_log
 from zerospeech_api.evaluation.worker import Worker
+from zerospeech_api.leaderboards.results import read_results, results_path
 from zerospeech_api.submissions import storage
+from zerospeech_api.submissions.archive import NO_SPACE
 
 
 def run_once(settings, db) -> Worker:

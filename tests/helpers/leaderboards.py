@@ -1,5 +1,5 @@
-"""Leaderboard test helpers: entries stored as the database holds them (bypassing the entry
-rules, like data from before them), and strict readers of the public JSON and CSV."""
+"""Strict readers of the public leaderboard JSON and CSV (the entries they read are built by
+tests.helpers.factories)."""
 
 from __future__ import annotations
 
@@ -9,46 +9,8 @@ import json
 import re
 from typing import Any
 
-from zerospeech_api.db.engine import Database
-from zerospeech_api.db.tables import LeaderboardEntry
-from zerospeech_api.leaderboards import service
-
 FORMULA_START = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 _BLANKS = re.compile(r"^[\s\x00-\x1f\x7f-\x9f]*")
-
-
-def nested(levels: int) -> Any:
-    """Lists `levels` deep."""
-    value: Any = []
-    for _ in range(levels - 1):
-        value = [value]
-    return value
-
-
-def stored_bad_entries(db: Database) -> list[dict[str, Any]]:
-    """Entries breaking the entry rules that this backend can hold (PostgreSQL's json type
-    refuses NaN and Infinity; SQLite keeps them)."""
-    bad: list[dict[str, Any]] = [
-        {"submission_id": "huge", "scores": {"a": {"b": 9**400}}},
-        {"submission_id": "deep", "scores": {"a": {"b": 1.0}}, "details": nested(60)},
-        {"submission_id": "cr", "scores": {"a": {"b": None}}, "description": "\r=1+2"},
-        {"submission_id": "surrogate", "scores": {"a": {"b": "x"}}, "description": "a\ud800b"},
-        {"submission_id": "nul", "scores": {"a": {"b": [1]}}, "description": "\x00@SUM(A1)"},
-    ]
-    if db.url.startswith("sqlite"):
-        bad += [
-            {"submission_id": "nan", "scores": {"a": {"b": float("nan")}}},
-            {"submission_id": "inf", "scores": {"a": {"b": float("-inf")}}, "x": [float("inf")]},
-        ]
-    return bad
-
-
-def store_entries(db: Database, label: str, entries: list[dict[str, Any]]) -> None:
-    """Insert entries as they are (no check), as imported ones (no submission)."""
-    with db.transaction() as session:
-        leaderboard = service.get_leaderboard(session=session, label=label, public=False)
-        for data in entries:
-            session.add(LeaderboardEntry(leaderboard_id=leaderboard.id, data=data))
 
 
 def strict_json(text: str) -> Any:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from zerospeech_api.settings import Settings
+
 
 @dataclass(frozen=True)
 class Mail:
@@ -60,3 +62,17 @@ def wait_for_mail(
         if time.monotonic() > deadline:
             raise AssertionError(f"{count} mail(s) to {to} not in {outbox} after {timeout}s")
         time.sleep(0.05)
+
+
+def outbox_messages(settings_or_dir: Settings | Path) -> list[dict[str, str]]:
+    """Mails written to <data>/outbox (read by outbox.read_mails): to, subject, decoded body,
+    in file-name order."""
+    folder = (
+        settings_or_dir / "outbox"
+        if isinstance(settings_or_dir, Path)
+        else settings_or_dir.data_dir / "outbox"
+    )
+    return [
+        {"to": mail.to, "subject": mail.subject, "body": mail.body}
+        for mail in sorted(read_mails(folder), key=lambda mail: mail.path.name)
+    ]

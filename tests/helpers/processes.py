@@ -63,6 +63,10 @@ class Process:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the process and its group (a server and its workers)."""
+        return group_cpu_seconds(self.proc.pid)
+
     def stop(self, timeout: float = 20) -> int | None:
         """SIGTERM the process group, then SIGKILL after `timeout`; returns the exit code."""
         if self.proc.poll() is None:
@@ -101,3 +105,70 @@ def wait_until_responds(url: str, process: Process | None = None, timeout: float
         time.sleep(0.1)
     output = process.output()[-4000:] if process else ""
     raise RuntimeError(f"{url} did not answer in {timeout}s ({last_error}):\n{output}")
+
+
+def process_alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat_line = handle.read()
+    except OSError:
+        return False
+    return stat_line[stat_line.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+
+
+# --- what /proc says about a running process tree (Linux) ---------------------------------------
+# The shared object of uvicorn's fast HTTP parser, mapped by a process that loaded httptools.
+HTTPTOOLS_SO = "/httptools/parser/parser."
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """/proc/<pid>/stat after the command: state(0) ppid(1) pgrp(2) ... utime(11) stime(12)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()
+
+
+def children(pid: int) -> list[int]:
+    """The pids of the live children of `pid` (a gunicorn master's workers), sorted."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if int(_stat_fields(entry.name)[1]) == pid:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return sorted(found)
+
+
+def worker_maps(master: int) -> list[str]:
+    """/proc/<pid>/maps (what is loaded) of each child of `master`."""
+    maps = []
+    for pid in children(master):
+        try:
+            maps.append(Path(f"/proc/{pid}/maps").read_text())
+        except OSError:
+            continue
+    return maps
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) used so far by the live processes of a process group."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                fields = _stat_fields(entry.name)
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The peak resident memory (VmHWM) of `pid`, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

@@ -15,8 +15,6 @@ import hashlib
 import io
 import json
 import os
-import random
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers.builders import make_benchmark  # noqa: F401 - re-exported for tests
+from tests.helpers.factories import model_info
 
 CLIENT_PART_SIZE = 500_000_000  # what the real client uses; tests pass something small
 CLIENT_ID = "zrc-commandline-benchmark-tool"
@@ -87,57 +85,6 @@ def split_archive(
             parts.append(Part(name, len(data), hashlib.md5(data).hexdigest()))
             n += 1
     return folder, parts
-
-
-def make_archive(
-    path: Path, *, payload_bytes: int = 50_000, seed: int = 0, repeat_block: int = 0
-) -> Path:
-    """A submission zip like the client's (meta.yaml, params.yaml, scores/leaderboard.json, a
-    stored data file of `payload_bytes`). With `repeat_block`, the data file repeats one random
-    block, so equal-sized parts of it can have identical bytes (duplicate hashes)."""
-    rng = random.Random(seed)
-    if repeat_block:
-        block = rng.randbytes(repeat_block)
-        payload = (block * (payload_bytes // repeat_block + 1))[:payload_bytes]
-    else:
-        payload = rng.randbytes(payload_bytes)
-    entry = {
-        "model_id": "untrusted",
-        "submission_id": "untrusted",
-        "submission_date": "1999-01-01T00:00:00",
-        "submitted_by": "someone",
-        "description": "test submission",
-        "publication": {"author_short": "Lovelace et al.", "authors": "Ada Lovelace"},
-        "details": {"train_set": "none", "benchmarks": ["test"], "gpu_budget": "1"},
-        "scores": {"lexical": {"all": {"dev": 1.0, "test": rng.random()}}},
-        "extras": {},
-    }
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr("meta.yaml", "model_info:\n  model_id: null\n")
-        archive.writestr("params.yaml", f"seed: {seed}\n")
-        archive.writestr("scores/leaderboard.json", json.dumps(entry))
-        # Stored uncompressed, so the zip is a little larger than the payload.
-        info = zipfile.ZipInfo("data/features.bin", date_time=(2020, 1, 1, 0, 0, 0))
-        archive.writestr(info, payload)
-    return path
-
-
-def model_info(**overrides: Any) -> dict[str, Any]:
-    """A `models/create` body as the client sends it (naive `created_at`, extra keys ignored)."""
-    info: dict[str, Any] = {
-        "description": "CPC + k-means + LSTM",
-        "gpu_budget": "60",
-        "train_set": "LibriSpeech 960h",
-        "authors": "Ada Lovelace, Charles Babbage",
-        "institution": "Analytical Engines Ltd",
-        "team": "Engines",
-        "author_label": "Lovelace et al.",
-        "paper_url": "https://example.org/paper",
-        "code_url": None,
-        "created_at": dt.datetime.now().isoformat(),
-    }
-    info.update(overrides)
-    return info
 
 
 @dataclass
@@ -393,14 +340,3 @@ class ZrcDriver:
             time.sleep(0.05)
             status = self.status()
         return status
-
-
-# --- database-direct builders for service tests -------------------------------------------------
-def make_model(db: Any, user: Any, **info: Any) -> str:
-    """Create a model of `user` through the service."""
-    from zerospeech_api.models.schemas import ModelCreate
-    from zerospeech_api.models.service import create_model
-
-    with db.transaction() as session:
-        owner = session.merge(user)
-        return create_model(session=session, owner=owner, data=ModelCreate(**model_info(**info))).id

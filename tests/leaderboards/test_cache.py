@@ -10,9 +10,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anyio
 import pytest
 
-from tests.helpers.evaluation import make_benchmark, make_leaderboard, realistic_entry
+from tests.helpers.factories import make_benchmark, make_leaderboard, realistic_entry
+from zerospeech_api.errors import NotFound
 from zerospeech_api.leaderboards import service
 from zerospeech_api.leaderboards.cache import LeaderboardCache, encode
 
@@ -89,3 +91,32 @@ def test_cached_bytes_are_the_document_and_entries_are_found_in_them(db) -> None
     for ranked in document["data"][:5]:
         assert json.loads(item.entry(ranked["submission_id"])) == ranked  # type: ignore[arg-type]
     assert item.entry("None") is None and item.entry("nope") is None
+
+
+def test_the_async_reads_serve_from_memory_and_name_what_is_missing(db) -> None:
+    benchmark = make_benchmark(db)
+    make_leaderboard(db, "lb", benchmark)
+    change(db, [realistic_entry(n) for n in range(3)])
+    cache = LeaderboardCache(db, recheck_seconds=3600)
+
+    async def main() -> None:
+        first = await cache.compiled("lb")
+        assert await cache.compiled("lb") is first  # not checked again within recheck_seconds
+        assert await first.csv_off_loop() == first.csv()
+        entry = json.loads(first.body)["data"][0]
+        assert json.loads(await cache.entry("lb", entry["submission_id"])) == entry
+        with pytest.raises(NotFound, match="no entry nope on leaderboard lb"):
+            await cache.entry("lb", "nope")
+        with pytest.raises(NotFound, match="no leaderboard missing"):
+            await cache.compiled("missing")
+
+    anyio.run(main)
+    with db.session(read_only=True) as session:
+        leaderboard, count = service.counted_leaderboard(session=session, label="lb")
+        assert (leaderboard.label, count) == ("lb", 3)
+        assert [
+            (lb.label, n)
+            for lb, n in service.benchmark_leaderboards(session=session, benchmark_id=benchmark)
+        ] == [("lb", 3)]
+        with pytest.raises(NotFound, match="no benchmark nope"):
+            service.benchmark_leaderboards(session=session, benchmark_id="nope")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.evaluation import make_benchmark, make_leaderboard, realistic_entry
+from tests.helpers.factories import make_benchmark, make_leaderboard, realistic_entry
 from zerospeech_api.errors import BadRequest
 from zerospeech_api.leaderboards import service
 from zerospeech_api.leaderboards.definition import (

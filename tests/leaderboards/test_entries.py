@@ -11,12 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tests.helpers.builders import make_user
-from tests.helpers.evaluation import (
+from tests.helpers.factories import (
     events_of,
     make_benchmark,
     make_leaderboard,
     make_submission,
+    make_user,
     realistic_entry,
     status_of,
     submission_files,

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers.evaluation import make_benchmark, make_leaderboard
-from tests.helpers.leaderboards import (
-    csv_rows,
-    risky_cells,
+from tests.helpers.factories import (
+    make_benchmark,
+    make_leaderboard,
     store_entries,
     stored_bad_entries,
-    strict_json,
 )
+from tests.helpers.leaderboards import csv_rows, risky_cells, strict_json
 from zerospeech_api.app import create_app
 from zerospeech_api.leaderboards import service
 

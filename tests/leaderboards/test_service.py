@@ -10,23 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.builders import make_user
-from tests.helpers.evaluation import (
+from tests.helpers.factories import (
     ENTRY_PATH,
     make_benchmark,
     make_leaderboard,
     make_submission,
-)
-from tests.helpers.leaderboards import (
-    csv_rows,
-    risky_cells,
+    make_user,
     store_entries,
     stored_bad_entries,
-    strict_json,
 )
+from tests.helpers.leaderboards import csv_rows, risky_cells, strict_json
 from zerospeech_api.db.tables import Submission, SubmissionStatus
 from zerospeech_api.errors import BadRequest, Conflict
-from zerospeech_api.evaluation.evaluators import results_path, write_results
 from zerospeech_api.leaderboards import service
 from zerospeech_api.leaderboards.cache import encode
 from zerospeech_api.leaderboards.entries import (
@@ -35,6 +30,7 @@ from zerospeech_api.leaderboards.entries import (
     NUMBER_TOO_LARGE,
     TOO_DEEP,
 )
+from zerospeech_api.leaderboards.results import results_path, write_results
 
 HISTORIC = Path(__file__).parent / "data" / "slm21-historic.json"
 

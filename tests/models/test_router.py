@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.helpers.builders import bearer, make_user
-from tests.helpers.zrc import model_info
-from tests.models.test_service import ID_SHAPE, publish
+from tests.helpers.factories import MODEL_ID_SHAPE, bearer, make_user, model_info, publish_model
 from zerospeech_api.db.engine import Database
 from zerospeech_api.models.schemas import BAD_URL
 from zerospeech_api.settings import Settings
@@ -25,7 +23,7 @@ def test_create_as_the_client_sends_it(
     )
     assert response.status_code == 200, response.text
     model_id = response.json()["model_id"]
-    assert ID_SHAPE.fullmatch(model_id)
+    assert MODEL_ID_SHAPE.fullmatch(model_id)
     # author_name never becomes a path: nothing named after it exists in the data folder.
     names = {p.name for p in settings.data_dir.rglob("*")}
     assert not any("Müller" in n or "x" == n for n in names)
@@ -85,7 +83,7 @@ def test_info_and_submissions_visibility(
     assert client.get(f"/models/{model_id}/submissions/list").status_code == 401
     assert client.get("/models/nope-nope-0000/info").status_code == 404
 
-    published = publish(db, owner, model_id, "public", private=False)
+    published = publish_model(db, owner, model_id, "public", private=False)
     public = client.get(f"/models/{model_id}/info")
     assert public.status_code == 200 and public.json()["model_id"] == model_id
     subs = client.get(f"/models/{model_id}/submissions/list").json()["submissions"]

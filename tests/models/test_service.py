@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 import threading
 from collections.abc import Callable
 
 import pytest
 
-from tests.helpers.builders import make_user
-from tests.helpers.zrc import make_benchmark, model_info
+from tests.helpers.factories import (
+    MODEL_ID_SHAPE,
+    make_user,
+    model_info,
+    publish_model,
+)
 from zerospeech_api.db.engine import Database
-from zerospeech_api.db.tables import Leaderboard, LeaderboardEntry, Model, Submission
+from zerospeech_api.db.tables import Model
 from zerospeech_api.errors import Forbidden, NotFound, Unauthorized
 from zerospeech_api.models import service
 from zerospeech_api.models.schemas import ModelCreate
 from zerospeech_api.settings import Settings
 
-ID_SHAPE = re.compile(r"[a-z]+-[a-z]+-[0-9a-f]{4}")
-
 
 def test_generated_ids_are_readable_and_varied() -> None:
     ids = {service.generate_model_id() for _ in range(500)}
-    assert all(ID_SHAPE.fullmatch(i) for i in ids)
+    assert all(MODEL_ID_SHAPE.fullmatch(i) for i in ids)
     assert len(ids) == 500
     assert len(service.ADJECTIVES) == len(set(service.ADJECTIVES)) == 64
     assert len(service.NOUNS) == len(set(service.NOUNS)) == 64
@@ -99,7 +100,7 @@ def test_visibility_owner_admin_then_public_once_published(
             service.readable_model(session=session, model_id=model_id, user=other)
         with pytest.raises(NotFound):
             service.readable_model(session=session, model_id="no-such-0000", user=admin)
-    publish(db, owner, model_id, "public-bench", private=False)
+    publish_model(db, owner, model_id, "public-bench", private=False)
     with db.session(read_only=True) as session:
         assert service.is_published(session=session, model_id=model_id)
         assert service.readable_model(session=session, model_id=model_id, user=None)
@@ -108,29 +109,6 @@ def test_visibility_owner_admin_then_public_once_published(
 def test_entries_on_private_benchmarks_do_not_publish(db: Database, settings: Settings) -> None:
     owner = make_user(db, settings)
     model_id = _create(db, owner)
-    publish(db, owner, model_id, "private-bench", private=True)
+    publish_model(db, owner, model_id, "private-bench", private=True)
     with db.session(read_only=True) as session:
         assert not service.is_published(session=session, model_id=model_id)
-
-
-def publish(db: Database, owner, model_id: str, bench: str, *, private: bool) -> str:
-    """A completed submission of the model with an entry on a leaderboard of `bench`."""
-    make_benchmark(db, bench, private=private)
-    submission_id = f"sub-{bench}"
-    with db.transaction() as session:
-        session.add(
-            Submission(
-                id=submission_id,
-                user_id=owner.id,
-                model_id=model_id,
-                benchmark_id=bench,
-                filename="a.zip",
-                archive_hash="0" * 32,
-                status="completed",
-            )
-        )
-        board = Leaderboard(label=f"lb-{bench}", benchmark_id=bench, sort_key="scores.x")
-        session.add(board)
-        session.flush()
-        session.add(LeaderboardEntry(leaderboard_id=board.id, submission_id=submission_id, data={}))
-    return submission_id

@@ -9,14 +9,19 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers.builders import DEFAULT_PASSWORD, make_user
-from tests.helpers.evaluation import make_benchmark, make_submission, status_of
+from tests.helpers.factories import (
+    DEFAULT_PASSWORD,
+    make_benchmark,
+    make_submission,
+    make_user,
+    status_of,
+)
 from tests.helpers.pages import csrf_token, log_in, submit
 from zerospeech_api.accounts.service import BAD_CREDENTIALS
 from zerospeech_api.app import create_app
 from zerospeech_api.db.tables import SubmissionStatus
 from zerospeech_api.evaluation import jobs
-from zerospeech_api.evaluation.evaluators import results_path, write_results
+from zerospeech_api.leaderboards.results import results_path, write_results
 from zerospeech_api.pages.csrf import CSRF_REFUSED, SESSION_COOKIE
 from zerospeech_api.submissions import storage
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers.builders import make_user
-from tests.helpers.evaluation import (
+from tests.helpers.factories import (
     make_benchmark,
     make_leaderboard,
     make_model,
     make_submission,
+    make_user,
     realistic_entry,
 )
 from zerospeech_api.app import create_app

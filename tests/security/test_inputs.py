@@ -9,15 +9,15 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers.builders import bearer, make_user
+from tests.helpers.factories import bearer, make_user
 from zerospeech_api.db.engine import Database
+from zerospeech_api.db.keys import name_key
 from zerospeech_api.security.inputs import (
     CONTROL_CHARACTER,
     DATE_OUT_OF_RANGE,
     bounded_datetime,
     first_unsafe,
     multi_line,
-    name_key,
     one_line,
 )
 from zerospeech_api.settings import Settings

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.helpers.disk import TempFileWriter
-from tests.helpers.evaluation import events_of, status_of, wait_for
-from tests.submissions.test_uploads import store, three_parts
+from tests.helpers.factories import events_of, status_of, store_part, three_parts
+from tests.helpers.processes import wait_for
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Submission, SubmissionEvent, SubmissionPart, SubmissionStatus
 from zerospeech_api.settings import Settings
@@ -24,7 +24,7 @@ def complete_without_join(db: Database, settings: Settings) -> tuple[str, bytes]
     """All parts received (as if the server died right before joining); returns the archive."""
     submission_id, parts = three_parts(db, settings)
     for name, data in zip(("s_3.zip", "s_2.zip"), (parts[2], parts[1]), strict=True):
-        store(db, settings, submission_id, name, data)
+        store_part(db, settings, submission_id, name, data)
     return submission_id, parts[0] + parts[1] + parts[2]
 
 
@@ -63,11 +63,11 @@ def test_md5_mismatch_makes_it_invalid_with_the_reason(db: Database, settings: S
 
 def test_incomplete_or_locked_is_left_alone(db: Database, settings: Settings) -> None:
     submission_id, parts = three_parts(db, settings)
-    store(db, settings, submission_id, "s_1.zip", parts[0])
+    store_part(db, settings, submission_id, "s_1.zip", parts[0])
     assert assembly.join_submission(settings=settings, db=db, submission_id=submission_id) is None
-    store(db, settings, submission_id, "s_2.zip", parts[1])
-    with open(storage.join_lock_path(settings, submission_id), "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # another process is joining
+    store_part(db, settings, submission_id, "s_2.zip", parts[1])
+    with assembly.join_lock(settings, db, submission_id) as held:  # another joiner holds it
+        assert held
         assert (
             assembly.join_submission(settings=settings, db=db, submission_id=submission_id) is None
         )

@@ -12,23 +12,31 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from tests.helpers.builders import bearer, make_user
-from tests.helpers.disk import fill, free_up, small_filesystem
-from tests.helpers.evaluation import events_of, status_of
-from tests.helpers.processes import wait_for
-from tests.helpers.zrc import (
-    ZrcDriver,
-    ZrcError,
+from tests.helpers.disk import (
+    assert_intact,
+    empty_wal,
+    fill,
+    free_up,
+    send_unsized,
+    small_filesystem,
+    temp_files,
+)
+from tests.helpers.factories import (
+    bearer,
+    create_submission,
+    events_of,
     make_archive,
     make_model,
-    md5_file,
+    make_user,
     model_info,
+    status_of,
+    store_part,
+    submission_body,
 )
-from tests.submissions.test_service import body, create
-from tests.submissions.test_uploads import encode, store
+from tests.helpers.processes import wait_for
+from tests.helpers.zrc import ZrcDriver, ZrcError, md5_file
 from zerospeech_api.db.engine import Database
 from zerospeech_api.errors import NO_SPACE_DETAIL
 from zerospeech_api.settings import Settings
@@ -89,21 +97,10 @@ def new_driver(
     return factory
 
 
-def tmp_files(settings: Settings) -> list[str]:
-    directory = storage.tmp_dir(settings)
-    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
-
-
 def start(zrc: ZrcDriver, archive: Path, *, multipart: bool = True) -> str:
     zrc.create_model()
     zrc.prepare(archive, multipart=multipart)
     return str(zrc.create_submission("test-challenge")["submission_id"])
-
-
-def assert_intact(db: Database) -> None:
-    if db.is_sqlite:
-        with db.engine.connect() as connection:
-            assert connection.execute(text("PRAGMA integrity_check")).scalar() == "ok"
 
 
 def test_writes_on_a_full_disk_get_507_and_the_upload_resumes(
@@ -131,25 +128,13 @@ def test_writes_on_a_full_disk_get_507_and_the_upload_resumes(
 
     # A chunked single-part upload announces no size: the disk fills up while it streams.
     archive = Path(single.state.archive)
-    body, content_type = encode(files={"file": (archive.name, archive.read_bytes())})
-    streamed = client.post(
-        f"/submissions/{single_id}/content/add",
-        params={"part_name": archive.name},
-        content=(body[i : i + 65536] for i in range(0, len(body), 65536)),
-        headers={**single.headers, "content-type": content_type},
-    )
+    streamed = send_unsized(client, single_id, archive, single.headers, chunk=65536)
     assert streamed.status_code == 507
     assert streamed.json() == {"detail": NO_SPACE_DETAIL}
-    assert tmp_files(settings) == []
+    assert temp_files(settings) == []
 
     if db.is_sqlite:  # any database write meets the full disk too
-        raw = db.engine.raw_connection()  # an empty WAL: the next write must grow it
-        try:
-            assert (
-                raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
-            )
-        finally:
-            raw.close()
+        empty_wal(db)
         fill(disk)
         created = client.post(
             f"/users/{zrc.state.username}/models/create",
@@ -169,7 +154,7 @@ def test_writes_on_a_full_disk_get_507_and_the_upload_resumes(
         assert driver.wait_status("uploaded", "invalid") == "uploaded"
         archive_path = storage.archive_path(settings, submission_id)
         assert md5_file(archive_path) == driver.state.archive_hash
-    assert tmp_files(settings) == []
+    assert temp_files(settings) == []
 
 
 FAILED = assembly.JOIN_FAILED.format(reason=assembly.NO_DISK_SPACE)
@@ -205,7 +190,7 @@ def test_a_join_without_room_says_why_and_is_retried(
         with pytest.raises(assembly.JoinFailed, match=assembly.NO_DISK_SPACE):
             assembly.join_submission(settings=settings, db=db, submission_id=sid)
     assert [e.message for e in events_of(db, sid)].count(FAILED) == 1
-    assert tmp_files(settings) == []
+    assert temp_files(settings) == []
 
     free_up(disk)
     if retry == "a repeated part":
@@ -225,10 +210,12 @@ def test_a_disk_that_fills_up_mid_join(
         for n, c in enumerate(chunks)
     ]
     user = make_user(db, settings)
-    data = body(make_model(db, user), index=index, hash=hashlib.md5(b"".join(chunks)).hexdigest())
-    submission_id = create(db, settings, user, data).id
+    data = submission_body(
+        make_model(db, user), index=index, hash=hashlib.md5(b"".join(chunks)).hexdigest()
+    )
+    submission_id = create_submission(db, settings, user, data).id
     for entry, chunk in zip(index, chunks, strict=True):
-        store(db, settings, submission_id, entry["filename"], chunk)
+        store_part(db, settings, submission_id, entry["filename"], chunk)
     copy = assembly._copy_parts
 
     def someone_else_writes_meanwhile(*args: object) -> tuple[str, int]:
@@ -241,7 +228,7 @@ def test_a_disk_that_fills_up_mid_join(
     assert failed.value.out_of_space
     assert events_of(db, submission_id)[-1].message == FAILED
     assert status_of(db, submission_id) == "uploading"
-    assert tmp_files(settings) == []  # the half archive went first (and made room for the log)
+    assert temp_files(settings) == []  # the half archive went first (and made room for the log)
 
     monkeypatch.setattr(assembly, "_copy_parts", copy)
     free_up(disk)

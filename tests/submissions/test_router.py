@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers.builders import bearer, make_user
-from tests.helpers.zrc import ZrcDriver, ZrcError, make_archive
-from tests.submissions.test_uploads import store
+from tests.helpers.factories import bearer, make_archive, make_user, store_part
+from tests.helpers.zrc import ZrcDriver, ZrcError
 from zerospeech_api.db.engine import Database
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage, uploads
@@ -178,7 +177,7 @@ def test_sending_a_part_again_finishes_an_interrupted_join(
     sid = zrc.create_submission("test-challenge")["submission_id"]
     folder = Path(zrc.state.parts_dir)
     for part in zrc.state.index:  # acknowledged, but the join never ran (a crash)
-        store(db, settings, sid, part["filename"], (folder / part["filename"]).read_bytes())
+        store_part(db, settings, sid, part["filename"], (folder / part["filename"]).read_bytes())
     assert zrc.status() == "uploading"
     first = zrc.state.index[0]["filename"]
     assert zrc.send(first, folder / first) == {"completed": True, "remaining": []}

@@ -9,9 +9,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.helpers.builders import make_user
-from tests.helpers.zrc import make_benchmark, make_model
-from tests.models.test_service import publish
+from tests.helpers.factories import (
+    ARCHIVE_MD5,
+    create_submission,
+    make_benchmark,
+    make_model,
+    make_user,
+    publish_model,
+    submission_body,
+)
 from zerospeech_api.benchmarks.service import NO_BENCHMARK, close_benchmark
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import (
@@ -32,39 +38,9 @@ from zerospeech_api.errors import (
 )
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import service, storage
-from zerospeech_api.submissions.schemas import SubmissionCreate
 
-MD5 = "0123456789abcdef0123456789abcdef"
+MD5 = ARCHIVE_MD5
 ID_SHAPE = re.compile(r"\d{8}-[a-z2-7]{16}")
-
-
-def body(model: str, benchmark: str = "test-challenge", **overrides: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "model_id": model,
-        "benchmark_id": benchmark,
-        "filename": "sub.zip",
-        "hash": MD5.upper(),
-        "has_scores": True,
-        "multipart": True,
-        "author_label": "Lovelace et al.",
-        "index": [
-            {"filename": "sub_0001.zip", "filesize": 100, "filehash": "a" * 32},
-            {"filename": "sub_0002.zip", "filesize": 50, "filehash": "b" * 32},
-        ],
-        "leaderboard": "scores/leaderboard.json",
-    }
-    values.update(overrides)
-    return values
-
-
-def create(db: Database, settings: Settings, user, data: dict[str, Any]) -> Submission:
-    with db.transaction() as session:
-        return service.create_submission(
-            session=session,
-            settings=settings,
-            owner=session.merge(user),
-            data=SubmissionCreate(**data),
-        )
 
 
 def counts(db: Database) -> tuple[int, int, int]:
@@ -77,7 +53,7 @@ def counts(db: Database) -> tuple[int, int, int]:
 
 def test_create_multipart_writes_rows_and_first_log_line(db: Database, settings: Settings) -> None:
     user = make_user(db, settings)
-    submission = create(db, settings, user, body(make_model(db, user)))
+    submission = create_submission(db, settings, user, submission_body(make_model(db, user)))
     assert ID_SHAPE.fullmatch(submission.id)
     with db.session(read_only=True) as session:
         row = session.get(Submission, submission.id)
@@ -94,8 +70,8 @@ def test_create_multipart_writes_rows_and_first_log_line(db: Database, settings:
 
 def test_single_part_has_one_entry_of_unknown_size(db: Database, settings: Settings) -> None:
     user = make_user(db, settings)
-    data = body(make_model(db, user), multipart=False, index=None, leaderboard=None)
-    submission = create(db, settings, user, data)
+    data = submission_body(make_model(db, user), multipart=False, index=None, leaderboard=None)
+    submission = create_submission(db, settings, user, data)
     with db.session(read_only=True) as session:
         (part,) = session.get(Submission, submission.id).parts
         assert (part.filename, part.size, part.md5) == ("sub.zip", None, MD5)
@@ -103,7 +79,7 @@ def test_single_part_has_one_entry_of_unknown_size(db: Database, settings: Setti
 
 
 def _refusals(model: str, others_model: str) -> list[tuple[dict[str, Any], type, str]]:
-    index = body(model)["index"]
+    index = submission_body(model)["index"]
     big = [{"filename": "p1", "filesize": 10**9, "filehash": "a" * 32}]
     return [
         ({"benchmark_id": "nope"}, NotFound, NO_BENCHMARK.format(id="nope")),
@@ -137,7 +113,7 @@ def test_every_refusal_leaves_nothing_behind(db: Database, settings: Settings) -
     before = counts(db)
     for overrides, error, message in _refusals(model, others_model):
         with pytest.raises(error) as caught:
-            create(db, settings, user, body(model, **overrides))
+            create_submission(db, settings, user, submission_body(model, **overrides))
         assert message in caught.value.detail, (overrides, caught.value.detail)
         assert counts(db) == before, overrides
 
@@ -146,9 +122,9 @@ def test_quota_is_checked_last_and_counts_per_user(db: Database, settings: Setti
     user = make_user(db, settings)
     model = make_model(db, user)
     make_benchmark(db, "q", quota="1/1d")
-    first = create(db, settings, user, body(model, "q"))
+    first = create_submission(db, settings, user, submission_body(model, "q"))
     with pytest.raises(TooManyRequests):
-        create(db, settings, user, body(model, "q"))
+        create_submission(db, settings, user, submission_body(model, "q"))
     # A failed submission no longer counts.
     with db.transaction() as session:
         service.admin_set_status(
@@ -158,14 +134,14 @@ def test_quota_is_checked_last_and_counts_per_user(db: Database, settings: Setti
             status=SubmissionStatus.FAILED,
             reason="test",
         )
-    create(db, settings, user, body(model, "q"))
+    create_submission(db, settings, user, submission_body(model, "q"))
 
 
 def test_views_and_visibility(db: Database, settings: Settings) -> None:
     owner, other = make_user(db, settings), make_user(db, settings)
     admin = make_user(db, settings, admin=True)
     model = make_model(db, owner)
-    submission = create(db, settings, owner, body(model))
+    submission = create_submission(db, settings, owner, submission_body(model))
     with db.session(read_only=True) as session:
         for user in (owner, admin):
             found, full = service.readable_submission(
@@ -178,7 +154,7 @@ def test_views_and_visibility(db: Database, settings: Settings) -> None:
             service.readable_submission(session=session, submission_id=submission.id, user=other)
         with pytest.raises(NotFound):
             service.get_submission(session=session, submission_id="x" * 100)
-    published = publish(db, owner, model, "public", private=False)
+    published = publish_model(db, owner, model, "public", private=False)
     with db.session(read_only=True) as session:
         found, full = service.readable_submission(
             session=session, submission_id=published, user=other
@@ -211,7 +187,7 @@ def test_delete_rules_and_files(
     db: Database, settings: Settings, status: SubmissionStatus, owner_may: bool
 ) -> None:
     user = make_user(db, settings)
-    submission = create(db, settings, user, body(make_model(db, user)))
+    submission = create_submission(db, settings, user, submission_body(make_model(db, user)))
     folder = storage.parts_dir(settings, submission.id)
     folder.mkdir(parents=True)
     (folder / "0.part").write_bytes(b"x")
@@ -237,7 +213,7 @@ def test_delete_rules_and_files(
 
 def test_admin_cannot_mark_uploaded_without_an_archive(db: Database, settings: Settings) -> None:
     user = make_user(db, settings)
-    submission = create(db, settings, user, body(make_model(db, user)))
+    submission = create_submission(db, settings, user, submission_body(make_model(db, user)))
     with pytest.raises(DomainError, match="has no archive"), db.transaction() as session:
         service.admin_set_status(
             session=session,

@@ -10,25 +10,22 @@ import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.helpers.builders import make_user
-from tests.helpers.zrc import make_model
-from tests.submissions.test_service import create
+from tests.helpers.factories import (
+    multipart_body,
+    received_file,
+    store_part,
+    three_parts,
+    upload_target,
+)
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Submission, SubmissionEvent, SubmissionStatus
 from zerospeech_api.errors import BadRequest, Conflict, RequestTimeout
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage, uploads
 from zerospeech_api.submissions.assembly import join_submission
-
-
-def encode(fields: dict | None = None, files: dict | None = None) -> tuple[bytes, str]:
-    """A multipart/form-data body and its Content-Type, encoded as httpx (the tests' client)."""
-    request = httpx.Request("POST", "http://x/", data=fields, files=files)
-    return request.read(), request.headers["content-type"]
 
 
 async def chunks_of(body: bytes, sizes: list[int] | int, seen: list[int] | None = None):
@@ -70,7 +67,7 @@ def leftovers(tmp_path: Path) -> list[str]:
 )
 def test_streams_the_file_field_with_md5_and_size(tmp_path: Path, size: int, pieces) -> None:
     data = random.Random(size).randbytes(size)
-    body, content_type = encode(files={"file": ("p.zip", data, "application/octet-stream")})
+    body, content_type = multipart_body(files={"file": ("p.zip", data, "application/octet-stream")})
     received = receive(tmp_path, chunks_of(body, pieces), content_type)
     assert received.size == size and received.md5 == hashlib.md5(data).hexdigest()
     assert received.path.read_bytes() == data
@@ -80,7 +77,7 @@ def test_streams_the_file_field_with_md5_and_size(tmp_path: Path, size: int, pie
 
 def test_too_big_is_refused_drained_and_discarded(tmp_path: Path) -> None:
     data = os.urandom(3 << 20)
-    body, content_type = encode(files={"file": ("p.zip", data)})
+    body, content_type = multipart_body(files={"file": ("p.zip", data)})
     seen: list[int] = []
     with pytest.raises(BadRequest, match="too big"):
         receive(tmp_path, chunks_of(body, 65536, seen), content_type, max_bytes=1 << 20)
@@ -98,14 +95,14 @@ def test_too_big_is_refused_drained_and_discarded(tmp_path: Path) -> None:
     ],
 )
 def test_exactly_one_file_field_named_file(tmp_path: Path, fields, files, message) -> None:
-    body, content_type = encode(fields, files)
+    body, content_type = multipart_body(fields, files)
     with pytest.raises(BadRequest, match=message):
         receive(tmp_path, chunks_of(body, 10), content_type)
     assert leftovers(tmp_path) == []
 
 
 def test_malformed_bodies(tmp_path: Path) -> None:
-    body, content_type = encode(files={"file": ("p", b"abc" * 1000)})
+    body, content_type = multipart_body(files={"file": ("p", b"abc" * 1000)})
     with pytest.raises(BadRequest, match=uploads.MALFORMED):  # cut before the closing boundary
         receive(tmp_path, chunks_of(body[:-50], 100), content_type)
     with pytest.raises(BadRequest, match=uploads.MALFORMED):
@@ -119,7 +116,7 @@ def test_malformed_bodies(tmp_path: Path) -> None:
 
 
 def test_a_dropped_connection_leaves_nothing(tmp_path: Path) -> None:
-    body, content_type = encode(files={"file": ("p", os.urandom(3 << 20))})
+    body, content_type = multipart_body(files={"file": ("p", os.urandom(3 << 20))})
 
     async def broken() -> AsyncIterator[bytes]:
         async for chunk in chunks_of(body, 65536):
@@ -134,7 +131,7 @@ def test_a_dropped_connection_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_a_stalled_body_times_out_and_leaves_nothing(tmp_path: Path) -> None:
-    body, content_type = encode(files={"file": ("p", os.urandom(3 << 20))})
+    body, content_type = multipart_body(files={"file": ("p", os.urandom(3 << 20))})
     stalled = asyncio.Event()
 
     async def stalls() -> AsyncIterator[bytes]:
@@ -162,60 +159,18 @@ def test_a_stalled_body_times_out_and_leaves_nothing(tmp_path: Path) -> None:
 
 
 # --- store_part: placement, duplicates, repeats, concurrency (SQLite and PostgreSQL) -----------
-def received_file(settings: Settings, data: bytes) -> uploads.ReceivedFile:
-    received = uploads.ReceivedFile(storage.tmp_dir(settings), "test")
-    received.write([memoryview(data)])
-    received.finish()
-    return received
-
-
-def three_parts(db: Database, settings: Settings) -> tuple[str, list[bytes]]:
-    """A submission whose parts 1 and 3 have the same bytes."""
-    from tests.submissions.test_service import body
-
-    a, b = os.urandom(1000), os.urandom(700)
-    index = [
-        {"filename": name, "filesize": len(data), "filehash": hashlib.md5(data).hexdigest()}
-        for name, data in (("s_1.zip", a), ("s_2.zip", b), ("s_3.zip", a))
-    ]
-    user = make_user(db, settings)
-    archive_md5 = hashlib.md5(a + b + a).hexdigest()
-    data = body(make_model(db, user), index=index, hash=archive_md5)
-    return create(db, settings, user, data).id, [a, b, a]
-
-
-def target_for(db: Database, settings: Settings, submission_id: str, name: str):
-    with db.session(read_only=True) as session:
-        submission = session.get(Submission, submission_id)
-        return uploads.plan_upload(
-            session=session,
-            settings=settings,
-            submission_id=submission_id,
-            user=submission.user,
-            part_name=name,
-        )
-
-
-def store(db: Database, settings: Settings, submission_id: str, name: str, data: bytes):
-    target = target_for(db, settings, submission_id, name)
-    received = received_file(settings, data)
-    try:
-        uploads.verify(target, received)
-        return uploads.store_part(db=db, settings=settings, target=target, received=received)
-    finally:
-        received.discard()
 
 
 def test_one_upload_satisfies_every_entry_with_its_bytes(db: Database, settings: Settings) -> None:
     submission_id, parts = three_parts(db, settings)
-    progress = store(db, settings, submission_id, "s_3.zip", parts[2])
+    progress = store_part(db, settings, submission_id, "s_3.zip", parts[2])
     assert progress == uploads.PartProgress(completed=False, remaining=["s_2.zip"])
     for position in (0, 2):
         path = storage.part_path(settings, submission_id, position)
         assert path.read_bytes() == parts[0]
-    again = store(db, settings, submission_id, "s_1.zip", parts[0])  # repeated: idempotent
+    again = store_part(db, settings, submission_id, "s_1.zip", parts[0])  # repeated: idempotent
     assert again.remaining == ["s_2.zip"]
-    assert store(db, settings, submission_id, "s_2.zip", parts[1]).completed
+    assert store_part(db, settings, submission_id, "s_2.zip", parts[1]).completed
     assert os.listdir(storage.tmp_dir(settings)) == []
     with db.session(read_only=True) as session:
         messages = session.scalars(
@@ -230,20 +185,20 @@ def test_one_upload_satisfies_every_entry_with_its_bytes(db: Database, settings:
 def test_wrong_bytes_are_refused(db: Database, settings: Settings) -> None:
     submission_id, parts = three_parts(db, settings)
     with pytest.raises(BadRequest, match="received 1001 bytes, the index says 1000"):
-        store(db, settings, submission_id, "s_1.zip", parts[0] + b"x")
+        store_part(db, settings, submission_id, "s_1.zip", parts[0] + b"x")
     with pytest.raises(BadRequest, match="MD5 of the received bytes"):
-        store(db, settings, submission_id, "s_1.zip", bytes(1000))
+        store_part(db, settings, submission_id, "s_1.zip", bytes(1000))
     with pytest.raises(BadRequest, match="not in the index"):
-        target_for(db, settings, submission_id, "s_9.zip")
+        upload_target(db, settings, submission_id, "s_9.zip")
     with pytest.raises(BadRequest, match="invalid file name"):
-        target_for(db, settings, submission_id, "../s_1.zip")
+        upload_target(db, settings, submission_id, "../s_1.zip")
     assert not storage.parts_dir(settings, submission_id).exists()
     assert os.listdir(storage.tmp_dir(settings)) == []
 
 
 def test_a_submission_that_moved_on_takes_no_content(db: Database, settings: Settings) -> None:
     submission_id, parts = three_parts(db, settings)
-    target = target_for(db, settings, submission_id, "s_1.zip")
+    target = upload_target(db, settings, submission_id, "s_1.zip")
     with db.transaction() as session:
         session.get(Submission, submission_id).status = SubmissionStatus.CANCELLED
     received = received_file(settings, parts[0])
@@ -251,7 +206,7 @@ def test_a_submission_that_moved_on_takes_no_content(db: Database, settings: Set
         uploads.store_part(db=db, settings=settings, target=target, received=received)
     received.discard()
     with pytest.raises(Conflict):
-        target_for(db, settings, submission_id, "s_1.zip")
+        upload_target(db, settings, submission_id, "s_1.zip")
     assert not storage.parts_dir(settings, submission_id).exists()
 
 
@@ -264,7 +219,7 @@ def test_last_two_parts_at_once_complete_exactly_once(db: Database, settings: Se
     def send(name: str, data: bytes) -> None:
         try:
             barrier.wait()
-            results.append(store(db, settings, submission_id, name, data))
+            results.append(store_part(db, settings, submission_id, name, data))
         except BaseException as exc:
             errors.append(exc)
 

@@ -1,4 +1,7 @@
-"""HTTP routes of accounts (thin: parse, call one service function, return a schema)."""
+"""HTTP routes of accounts (thin: parse, call one service function, return a schema).
+
+Signing up, logging in and the password links are on `public`; the rest needs a caller.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 
 from zerospeech_api.accounts import service
+from zerospeech_api.accounts.deps import PathUser
 from zerospeech_api.accounts.schemas import (
     EmailRequest,
     LoginForm,
@@ -21,19 +25,21 @@ from zerospeech_api.accounts.schemas import (
     VerifyRequest,
 )
 from zerospeech_api.deps import (
+    AUTHENTICATED,
     CallerDep,
     ClientAddressDep,
     DatabaseDep,
     DatabaseRoute,
     MailerDep,
-    PathUser,
+    PublicRoute,
     SessionDep,
     SettingsDep,
     TokenDep,
 )
 from zerospeech_api.errors import BadRequest
 
-router = APIRouter(tags=["accounts"], route_class=DatabaseRoute)
+router = APIRouter(tags=["accounts"], route_class=DatabaseRoute, dependencies=AUTHENTICATED)
+public = APIRouter(tags=["accounts"], route_class=PublicRoute)
 
 LOGIN_NEEDS_FORM = (
     "send the login as a form (Content-Type: application/x-www-form-urlencoded) with the fields "
@@ -53,7 +59,7 @@ def require_form(request: Request) -> None:
         raise BadRequest(LOGIN_NEEDS_FORM.format(sent=sent))
 
 
-@router.post("/auth/signup")
+@public.post("/auth/signup")
 def signup(
     body: SignupRequest,
     mailer: MailerDep,
@@ -76,14 +82,14 @@ def signup(
     )
 
 
-@router.post("/auth/verify")
+@public.post("/auth/verify")
 def verify(body: VerifyRequest, session: SessionDep) -> Message:
     """Verify an e-mail address with the token from the verification link (works once)."""
     service.verify_email(session=session, token=body.token)
     return Message(message=service.VERIFIED)
 
 
-@router.post("/auth/verify/resend")
+@public.post("/auth/verify/resend")
 def resend_verification(
     body: EmailRequest,
     mailer: MailerDep,
@@ -102,7 +108,7 @@ def resend_verification(
     return Message(message=service.VERIFY_SENT)
 
 
-@router.post("/auth/login", dependencies=[Depends(require_form)])
+@public.post("/auth/login", dependencies=[Depends(require_form)])
 def login(
     form: Annotated[LoginForm, Form()],
     db: DatabaseDep,
@@ -132,7 +138,7 @@ def logout(caller: CallerDep, session: SessionDep) -> Message:
     return Message(message=service.LOGGED_OUT)
 
 
-@router.post("/auth/password/reset")
+@public.post("/auth/password/reset")
 def request_password_reset(
     body: EmailRequest,
     mailer: MailerDep,
@@ -152,7 +158,7 @@ def request_password_reset(
     return Message(message=service.RESET_SENT)
 
 
-@router.post("/auth/password/update")
+@public.post("/auth/password/update")
 def update_password(
     body: PasswordUpdate,
     db: DatabaseDep,

@@ -17,7 +17,8 @@ from pydantic import (
     model_validator,
 )
 
-from zerospeech_api.security.inputs import ONE_LINE, name_key
+from zerospeech_api.db.keys import name_key
+from zerospeech_api.security.inputs import ONE_LINE
 from zerospeech_api.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_-]{3,32}$"

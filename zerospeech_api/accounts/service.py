@@ -23,14 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from zerospeech_api.accounts.schemas import ProfileUpdate, SignupRequest
-from zerospeech_api.accounts.sessions import (
-    authenticate,
-    has_logged_in_from,
-    open_session,
-    revoke_all_sessions,
-    revoke_session,
-)
 from zerospeech_api.db.engine import Database
+from zerospeech_api.db.keys import name_key
 from zerospeech_api.db.tables import OneTimeToken, TokenPurpose, User, utcnow
 from zerospeech_api.errors import (
     BadRequest,
@@ -42,12 +36,18 @@ from zerospeech_api.errors import (
 )
 from zerospeech_api.mail import Mailer
 from zerospeech_api.security import ratelimit
-from zerospeech_api.security.inputs import name_key
 from zerospeech_api.security.passwords import (
     hash_password,
     hasher,
     needs_rehash,
     verify_password,
+)
+from zerospeech_api.security.sessions import (
+    authenticate,
+    has_logged_in_from,
+    open_session,
+    revoke_all_sessions,
+    revoke_session,
 )
 from zerospeech_api.security.tokens import digest, new_one_time_token
 from zerospeech_api.settings import Settings

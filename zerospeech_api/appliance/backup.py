@@ -18,6 +18,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from sqlalchemy.engine import make_url
 
@@ -30,6 +31,8 @@ DATABASE_NAME = "zerospeech.db"
 # Not data: sockets and pids of the running supervisord, and the live database files (copied
 # through the backup API instead).
 SKIPPED_DIRS = {"run"}
+# In each host's node folder (<data>/nodes/<node>/): its runtime files and temp files.
+SKIPPED_NODE_DIRS = {"run", "tmp"}
 CHUNK = 1 << 20
 
 PG_DUMP_HINT = (
@@ -37,6 +40,15 @@ PG_DUMP_HINT = (
     "`pg_dump --format=custom --file=zerospeech.dump DBNAME` (it is consistent while the "
     "API runs) and keep it with this manifest"
 )
+
+
+class ManifestFile(TypedDict):
+    """One file of the data folder in manifest.json (sha256 unless made without checksums)."""
+
+    path: str
+    size: int
+    mtime: str
+    sha256: NotRequired[str]
 
 
 class BackupError(Exception):
@@ -67,7 +79,9 @@ def copy_sqlite(db: Database, target: Path) -> None:
     tmp.unlink(missing_ok=True)
     raw = db.engine.raw_connection()
     try:
-        source: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
+        source = raw.driver_connection
+        if not isinstance(source, sqlite3.Connection):
+            raise BackupError(f"not a SQLite connection: {type(source).__name__}")
         with closing(sqlite3.connect(tmp)) as copy:
             # pages=-1: one step under one read transaction, hence one consistent snapshot.
             source.backup(copy, pages=-1)
@@ -83,7 +97,14 @@ def copy_sqlite(db: Database, target: Path) -> None:
 def _data_files(data_dir: Path, skip: set[Path]) -> Iterator[Path]:
     for folder, dirs, files in os.walk(data_dir):
         here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not (here == data_dir and d in SKIPPED_DIRS))
+        skipped = (
+            SKIPPED_DIRS
+            if here == data_dir
+            else SKIPPED_NODE_DIRS
+            if here.parent == data_dir / "nodes"
+            else set()
+        )
+        dirs[:] = sorted(d for d in dirs if d not in skipped)
         for name in sorted(files):
             path = here / name
             if path not in skip and path.is_file() and not path.is_symlink():
@@ -105,12 +126,12 @@ def data_manifest(
     skip: set[Path],
     checksums: bool = True,
     progress: Callable[[int], None] = lambda _n: None,
-) -> list[dict[str, object]]:
+) -> list[ManifestFile]:
     """One entry per file of the data folder: relative path, size, mtime, sha256."""
-    entries: list[dict[str, object]] = []
+    entries: list[ManifestFile] = []
     for path in _data_files(data_dir, skip):
         stat = path.stat()
-        entry: dict[str, object] = {
+        entry: ManifestFile = {
             "path": path.relative_to(data_dir).as_posix(),
             "size": stat.st_size,
             "mtime": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
@@ -170,5 +191,5 @@ def backup(
     }
     (work / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     os.replace(work, folder)  # complete or absent, never half a backup under the final name
-    total = sum(int(f["size"]) for f in files)  # type: ignore[call-overload]
+    total = sum(f["size"] for f in files)
     return BackupResult(folder, db_file is not None, len(files), total)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
 import signal
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,13 +11,13 @@ from gunicorn.app.base import Application
 from uvicorn_worker import UvicornWorker
 
 from zerospeech_api.appliance.http_impl import uvicorn_implementation
+from zerospeech_api.evaluation.supervisor import die_with_parent
 from zerospeech_api.metrics.folder import mark_worker_dead
 from zerospeech_api.settings import Settings, SettingsError
 
 log = logging.getLogger("zerospeech_api.serve")
 
 WORKER_CLASS = "zerospeech_api.appliance.gunicorn_app.ZeroSpeechWorker"
-PR_SET_PDEATHSIG = 1
 
 
 class ZeroSpeechWorker(UvicornWorker):
@@ -38,13 +36,7 @@ def die_with_master(_server: Any, worker: Any) -> None:
     master that supervisord starts again could not bind. With the signal they finish their
     in-flight requests and exit, and the new master takes over.
     """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: keep gunicorn's default behaviour
-        return
-    if os.getppid() != worker.ppid:  # the master died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    die_with_parent(worker.ppid, signal.SIGTERM)
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
@@ -88,9 +80,6 @@ class ZeroSpeechGunicorn(Application):
             usage="zerospeech-api serve [gunicorn options]", prog="zerospeech-api serve"
         )
 
-    def load_default_config(self) -> None:
-        super().load_default_config()
-
     def load_config(self) -> None:
         if self._configured and self.reload_settings is not None:
             try:
@@ -109,6 +98,19 @@ class ZeroSpeechGunicorn(Application):
                 continue
             if key in self.cfg.settings:
                 self.cfg.set(key.lower(), value)
+
+    def run(self) -> None:
+        """Import the app's modules, then let gunicorn's arbiter fork the workers.
+
+        Forked after this, the workers start with the modules loaded (and share their memory)
+        instead of each importing them at the same moment: a second of CPU each on a small
+        machine, at every start and reload. Each worker still builds its own app (`load`) from
+        the settings of the moment; the code is the master's, so new code needs a restart
+        (`ctl restart api`), not a reload.
+        """
+        import zerospeech_api.app  # noqa: F401
+
+        super().run()
 
     def load(self) -> Any:
         from zerospeech_api.app import create_app

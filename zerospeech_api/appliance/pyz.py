@@ -49,7 +49,10 @@ def environment() -> dict[str, object] | None:
     archive = archive_path()
     if archive is None:
         return None
-    return json.loads(read_member(archive, "environment.json"))
+    found = json.loads(read_member(archive, "environment.json"))
+    if not isinstance(found, dict):
+        raise ValueError(f"{archive}: environment.json is not a JSON object")
+    return found
 
 
 def read_member(archive: Path, name: str) -> bytes:
@@ -146,10 +149,6 @@ class Extraction:
     build_id: str
     current: bool
     in_use: bool
-
-    @property
-    def removable(self) -> bool:
-        return not self.current and not self.in_use
 
 
 def _paths_in_use() -> set[str]:

@@ -13,7 +13,6 @@ import math
 import os
 import shlex
 import socket
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ GENERATED_HEADER = (
 
 @dataclass(frozen=True)
 class Layout:
-    """Where supervisord keeps its files, all inside the data folder."""
+    """Where supervisord keeps its files, all inside the data folder (see `layout`)."""
 
     data_dir: Path
 
@@ -64,6 +63,10 @@ class Layout:
 
 
 def layout(settings: Settings) -> Layout:
+    """<data>/run and <data>/logs on SQLite (one host); on PostgreSQL, which several hosts may
+    share with one data folder, each host's own in its node folder (<data>/nodes/<node>/)."""
+    if settings.database.startswith("postgresql"):
+        return Layout(settings.node_dir.resolve())
     return Layout(settings.data_dir.resolve())
 
 
@@ -257,25 +260,6 @@ def access_problems(
             "(set SHIV_ROOT to a folder it owns)"
         )
     return problems
-
-
-# --- files ---------------------------------------------------------------------------------
-
-
-def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write a file through a temporary file and a rename: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_supervisord(config: Path) -> None:

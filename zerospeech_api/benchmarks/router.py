@@ -6,15 +6,17 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from zerospeech_api.accounts.deps import PathUser
 from zerospeech_api.benchmarks import service
 from zerospeech_api.benchmarks.schemas import BenchmarkInfo, BenchmarkList, QuotaList
 from zerospeech_api.db.tables import utcnow
-from zerospeech_api.deps import DatabaseRoute, PathUser, SessionDep, SettingsDep
+from zerospeech_api.deps import AUTHENTICATED, DatabaseRoute, PublicRoute, SessionDep, SettingsDep
 
-router = APIRouter(tags=["benchmarks"], route_class=DatabaseRoute)
+router = APIRouter(tags=["benchmarks"], route_class=DatabaseRoute, dependencies=AUTHENTICATED)
+public = APIRouter(tags=["benchmarks"], route_class=PublicRoute)
 
 
-@router.get("/benchmarks/list", response_model=BenchmarkList)
+@public.get("/benchmarks/list", response_model=BenchmarkList)
 def list_benchmarks(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """Public benchmarks (private ones such as `test-challenge` answer only by id)."""
     on = service.today()
@@ -26,7 +28,7 @@ def list_benchmarks(session: SessionDep, settings: SettingsDep) -> dict[str, Any
     }
 
 
-@router.get("/benchmarks/{benchmark_id}/info", response_model=BenchmarkInfo)
+@public.get("/benchmarks/{benchmark_id}/info", response_model=BenchmarkInfo)
 def benchmark_info(benchmark_id: str, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """One benchmark: dates, whether it is active, its evaluator, quota and size limit."""
     benchmark = service.get_benchmark(session=session, benchmark_id=benchmark_id)

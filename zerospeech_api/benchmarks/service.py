@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from zerospeech_api.bootstrap import SCORES_EVALUATOR
+from zerospeech_api.builtin_rows import SCORES_EVALUATOR
 from zerospeech_api.db.tables import Benchmark, Evaluator, Submission, SubmissionStatus, User
 from zerospeech_api.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests
 from zerospeech_api.settings import Settings

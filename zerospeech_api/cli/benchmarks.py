@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from zerospeech_api.benchmarks import service
-from zerospeech_api.bootstrap import SCORES_EVALUATOR
+from zerospeech_api.builtin_rows import SCORES_EVALUATOR
 from zerospeech_api.cli.context import CliContext, pass_ctx
 from zerospeech_api.cli.output import domain_errors, fail, fields, table, yes_no
 from zerospeech_api.db.tables import Benchmark

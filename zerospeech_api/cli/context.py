@@ -1,14 +1,20 @@
-"""What every command shares: settings loaded once from --env-file, and the database."""
+"""What every command shares: settings loaded once from --env-file, and the database.
+
+Both are imported when first used: every command imports this module, and not all of them need
+pydantic-settings or SQLAlchemy (`version`, `cleanup-extractions`, `--help`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import click
 
-from zerospeech_api.db.engine import Database
-from zerospeech_api.settings import Settings, SettingsError, load_settings
+if TYPE_CHECKING:
+    from zerospeech_api.db.engine import Database
+    from zerospeech_api.settings import Settings
 
 
 @dataclass
@@ -19,6 +25,8 @@ class CliContext:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from zerospeech_api.settings import SettingsError, load_settings
+
             try:
                 self._settings = load_settings(self.env_file)
             except SettingsError as exc:
@@ -27,11 +35,17 @@ class CliContext:
 
     @cached_property
     def db(self) -> Database:
-        """The configured database, migrated to the newest schema."""
-        from zerospeech_api.db.migrate import upgrade
+        """The configured database, migrated to the newest schema (one line and exit 1 when a
+        newer build already migrated it past what this one knows)."""
+        from zerospeech_api.db.engine import Database
+        from zerospeech_api.db.migrate import SchemaTooNew, upgrade
 
         db = Database(self.settings.database)
-        upgrade(db.engine)
+        try:
+            upgrade(db.engine)
+        except SchemaTooNew as exc:
+            db.dispose()
+            raise click.ClickException(str(exc)) from None
         return db
 
     def close(self) -> None:

@@ -1,18 +1,14 @@
-"""`evaluators` admin commands: create, list, show."""
+"""`evaluators` admin commands: create, list, show (logic in evaluation/registry.py)."""
 
 from __future__ import annotations
 
-import re
-import shlex
-
 import click
-from sqlalchemy import func, select
 
 from zerospeech_api.cli.context import CliContext, pass_ctx
-from zerospeech_api.cli.output import fail, fields, table
-from zerospeech_api.db.tables import Benchmark, Evaluator, EvaluatorKind
-
-NAME_OK = "letters, digits, '_', '.', '-' (1 to 64)"
+from zerospeech_api.cli.output import domain_errors, fields, table
+from zerospeech_api.db.tables import EvaluatorRunner
+from zerospeech_api.evaluation import registry
+from zerospeech_api.evaluation.slurm import time_limit_minutes
 
 
 @click.group(name="evaluators")
@@ -33,33 +29,45 @@ def group() -> None:
     "--timeout",
     type=click.IntRange(min=1),
     default=None,
-    help="Seconds (default: ZR_EVALUATOR_TIMEOUT_SECONDS).",
+    help="Seconds (default: ZR_EVALUATOR_TIMEOUT_SECONDS); on Slurm the job's time limit, "
+    "rounded up to whole minutes.",
 )
 @click.option("--description", default="", help="What the evaluator does.")
+@click.option(
+    "--runner",
+    type=click.Choice(registry.RUNNERS),
+    default=EvaluatorRunner.LOCAL.value,
+    show_default=True,
+    help="`local`: a subprocess of the worker; `slurm`: a batch job submitted with sbatch.",
+)
+@click.option(
+    "--sbatch-args",
+    default="",
+    help="Extra sbatch options of the Slurm jobs, e.g. '--partition=gpu --gres=gpu:1 --mem=32G' "
+    "(--runner slurm only).",
+)
 @pass_ctx
-def create(ctx: CliContext, name: str, command: str, timeout: int | None, description: str) -> None:
+def create(
+    ctx: CliContext,
+    name: str,
+    command: str,
+    timeout: int | None,
+    description: str,
+    runner: str,
+    sbatch_args: str,
+) -> None:
     """Register a command evaluator."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
-        fail(f"evaluator name: {NAME_OK}")
-    try:
-        argv = shlex.split(command)
-    except ValueError as exc:
-        fail(f"--command cannot be parsed: {exc}")
-    if not argv:
-        fail("--command is empty")
-    with ctx.db.transaction() as session:
-        if session.scalar(select(Evaluator.id).where(Evaluator.name == name)) is not None:
-            fail(f"an evaluator named {name} already exists")
-        session.add(
-            Evaluator(
-                name=name,
-                kind=EvaluatorKind.COMMAND,
-                command=command,
-                timeout_seconds=timeout,
-                description=description,
-            )
+    with domain_errors(), ctx.db.transaction() as session:
+        registry.create_evaluator(
+            session=session,
+            name=name,
+            command=command,
+            timeout_seconds=timeout,
+            description=description,
+            runner=runner,
+            sbatch_args=sbatch_args,
         )
-    click.echo(f"created evaluator {name}")
+    click.echo(f"created evaluator {name} ({runner})")
 
 
 @group.command(name="list")
@@ -67,16 +75,18 @@ def create(ctx: CliContext, name: str, command: str, timeout: int | None, descri
 def list_(ctx: CliContext) -> None:
     """Every evaluator and how many benchmarks use it."""
     with ctx.db.session(read_only=True) as session:
-        uses = dict(
-            session.execute(
-                select(Benchmark.evaluator_id, func.count()).group_by(Benchmark.evaluator_id)
-            ).all()
-        )
         rows = [
-            (e.name, e.kind, e.timeout_seconds or "", uses.get(e.id, 0), e.command or "")
-            for e in session.scalars(select(Evaluator).order_by(Evaluator.name))
+            (
+                row.evaluator.name,
+                row.evaluator.kind,
+                row.evaluator.timeout_seconds or "",
+                row.benchmarks,
+                row.evaluator.runner if row.evaluator.command else "",
+                row.evaluator.command or "",
+            )
+            for row in registry.list_evaluators(session=session)
         ]
-    table(["name", "kind", "timeout", "benchmarks", "command"], rows)
+    table(["name", "kind", "timeout", "benchmarks", "runner", "command"], rows)
 
 
 @group.command()
@@ -84,28 +94,31 @@ def list_(ctx: CliContext) -> None:
 @pass_ctx
 def show(ctx: CliContext, name: str) -> None:
     """One evaluator in detail."""
-    with ctx.db.session(read_only=True) as session:
-        evaluator = session.scalar(select(Evaluator).where(Evaluator.name == name))
-        if evaluator is None:
-            fail(f"no evaluator {name}")
-        benchmarks = session.scalars(
-            select(Benchmark.id)
-            .where(Benchmark.evaluator_id == evaluator.id)
-            .order_by(Benchmark.id)
-        ).all()
-        fields(
-            [
-                ("name", evaluator.name),
-                ("kind", evaluator.kind),
-                ("command", evaluator.command or "(built-in)"),
-                (
-                    "timeout",
-                    f"{evaluator.timeout_seconds} s"
-                    if evaluator.timeout_seconds
-                    else f"default ({ctx.settings.evaluator_timeout_seconds} s)",
-                ),
-                ("description", evaluator.description),
-                ("benchmarks", ", ".join(benchmarks) or "(none)"),
-                ("created", evaluator.created_at.isoformat()),
-            ]
+    with domain_errors(), ctx.db.session(read_only=True) as session:
+        evaluator = registry.get_evaluator(session=session, name=name)
+        benchmarks = registry.evaluator_benchmarks(session=session, evaluator=evaluator)
+        timeout = evaluator.timeout_seconds or ctx.settings.evaluator_timeout_seconds
+        timeout_text = (
+            f"{evaluator.timeout_seconds} s"
+            if evaluator.timeout_seconds
+            else f"default ({timeout} s)"
         )
+        pairs: list[tuple[str, object]] = [
+            ("name", evaluator.name),
+            ("kind", evaluator.kind),
+            ("command", evaluator.command or "(built-in)"),
+            ("timeout", timeout_text),
+        ]
+        if evaluator.command:
+            pairs.append(("runner", evaluator.runner))
+        if evaluator.runner == EvaluatorRunner.SLURM:
+            pairs += [
+                ("sbatch args", evaluator.sbatch_args or "(none)"),
+                ("time limit", f"{time_limit_minutes(timeout)} min (Slurm counts minutes)"),
+            ]
+        pairs += [
+            ("description", evaluator.description),
+            ("benchmarks", ", ".join(benchmarks) or "(none)"),
+            ("created", evaluator.created_at.isoformat()),
+        ]
+        fields(pairs)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypedDict
 
 import click
 
 from zerospeech_api.cli.context import CliContext, pass_ctx
 from zerospeech_api.cli.output import domain_errors, fail, fields, table
+from zerospeech_api.files import write_atomically
 from zerospeech_api.leaderboards import definition, service
 
 COLUMN_OPTION = click.option(
@@ -32,22 +32,6 @@ def progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr (stdout may carry an export)."""
     with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
         yield bar.update
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over `path`."""
-    path = path.resolve()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @click.group(name="leaderboards")
@@ -99,6 +83,14 @@ def create(
     click.echo(f"created leaderboard {label}")
 
 
+class _Changes(TypedDict, total=False):
+    """What `update` changes: keywords of definition.update_leaderboard."""
+
+    sort_key: str
+    descending: bool
+    columns: list[definition.Column] | None
+
+
 @group.command()
 @click.argument("label")
 @click.option("--sort-key", default=None, help="New dotted key to rank by.")
@@ -121,7 +113,7 @@ def update(
     """Change how a leaderboard ranks and which score columns its web page shows."""
     if columns and default_columns:
         fail("give --column or --default-columns, not both")
-    changes: dict = {}
+    changes: _Changes = {}
     if sort_key is not None:
         changes["sort_key"] = sort_key
     if ascending is not None:
@@ -263,5 +255,5 @@ def export(ctx: CliContext, label: str, fmt: str, output: Path | None) -> None:
     if output is None:
         click.echo(data.decode("utf-8"), nl=False)
         return
-    atomic_write(output, data)
+    write_atomically(output.resolve(), data, mode=0o644)
     click.echo(f"wrote {len(compiled['data'])} entries to {output}", err=True)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import click
-from sqlalchemy import text
 
 from zerospeech_api.cli.context import CliContext, pass_ctx
 from zerospeech_api.cli.output import fail, fields, table
@@ -34,7 +33,7 @@ def _ensure_secret(env_path: Path) -> bool:
 
 def initialise(ctx: CliContext, *, demo: bool = False) -> None:
     """What `init` does (and `dev` on a first run): secret, data folder, schema, built-in rows."""
-    from zerospeech_api.bootstrap import ensure_builtin_rows
+    from zerospeech_api.builtin_rows import ensure_builtin_rows
     from zerospeech_api.demo import ensure_demo
 
     env_path = env_file_path(ctx.env_file)
@@ -78,28 +77,14 @@ def migrate(ctx: CliContext) -> None:
 @pass_ctx
 def check(ctx: CliContext) -> None:
     """Validate settings, database and data folder; print the effective configuration."""
-    from zerospeech_api.db.engine import Database
-    from zerospeech_api.db.migrate import current_revision, head_revision
+    from zerospeech_api.checks import problems as health_problems
+    from zerospeech_api.checks import warnings as check_warnings
 
     settings = ctx.settings
     fields(sorted(settings.public_items().items()))
-    problems: list[str] = []
-    if not settings.secret_key.get_secret_value():
-        problems.append(f"{ENV_PREFIX}SECRET_KEY is not set (run init)")
-    if not settings.data_dir.is_dir():
-        problems.append(f"data folder {settings.data_dir} does not exist (run init)")
-    elif not os.access(settings.data_dir, os.W_OK):
-        problems.append(f"data folder {settings.data_dir} is not writable")
-    try:
-        db = Database(settings.database)
-        with db.session(read_only=True) as session:
-            session.execute(text("SELECT 1"))
-        revision, head = current_revision(db.engine), head_revision()
-        if revision != head:
-            problems.append(f"database at revision {revision}, code expects {head} (run migrate)")
-        db.dispose()
-    except Exception as exc:
-        problems.append(f"database unreachable: {type(exc).__name__}")
+    for warning in check_warnings(settings=settings):
+        click.echo(f"warning: {warning}", err=True)
+    problems = health_problems(settings=settings)  # the checks GET /health runs, and more
     if problems:
         fail("; ".join(problems))
     click.echo("check: ok")
@@ -157,6 +142,7 @@ def supervise(ctx: CliContext, config: Path | None, print_config: bool) -> None:
     """
     from zerospeech_api.appliance import supervisor
     from zerospeech_api.appliance.pyz import program_command
+    from zerospeech_api.files import write_atomically
 
     settings = ctx.settings
     me = supervisor.current_user()
@@ -191,7 +177,7 @@ def supervise(ctx: CliContext, config: Path | None, print_config: bool) -> None:
     )
     if config is None:
         config = paths.config
-        supervisor.write_atomically(config, text)
+        write_atomically(config, text)
         who = me if me == supervisor.ROOT else f"{me} (and root)"
         click.echo(supervisor.SOCKET_NOTE.format(run=paths.run_dir, user=who), err=True)
     supervisor.run_supervisord(config.resolve())
@@ -212,7 +198,8 @@ def ctl(ctx: CliContext, config: Path | None, args: tuple[str, ...]) -> None:
     """supervisorctl for `supervise`: status, restart api, restart all, tail -f api, reload...
 
     `ctl reload` is not supervisorctl's reload: it sends HUP to gunicorn, which starts new
-    workers with the current code and .env and lets the old ones finish their requests.
+    workers with the current .env and lets the old ones finish their requests (new code needs
+    `ctl restart api`).
     """
     from zerospeech_api.appliance import supervisor
 
@@ -237,9 +224,7 @@ def backup(ctx: CliContext, target: Path, no_checksums: bool) -> None:
         db_file = sqlite_path(settings.database)
         skip = {db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm")} if db_file else set()
         total = 0 if no_checksums else data_size(settings.data_dir.resolve(), skip)
-        with click.progressbar(
-            length=max(total, 1), label="checksums", file=click.get_text_stream("stderr")
-        ) as bar:
+        with click.progressbar(length=max(total, 1), label="checksums", file=sys.stderr) as bar:
             result = make_backup(settings, target, checksums=not no_checksums, progress=bar.update)
     except BackupError as exc:
         fail(str(exc))

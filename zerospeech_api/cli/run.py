@@ -18,27 +18,34 @@ DEV_WORKER_STOP_MARGIN = 5
 
 
 def _prepare(ctx: CliContext) -> None:
-    """Fail early on bad settings, create the data folder and migrate (once, before forking)."""
+    """Fail early on bad settings, create the data folder, migrate (once, before forking) and
+    check that the data folder is writable and the one the database belongs to."""
+    from zerospeech_api.cluster import SharedFolderError, check_shared_folder
+
     settings = ctx.settings
     try:
         settings.require_secret()
     except Exception as exc:
         raise click.ClickException(str(exc)) from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ctx.db.dispose()  # touching ctx.db applies the migrations
+    db = ctx.db  # touching ctx.db applies the migrations
+    try:
+        check_shared_folder(settings=settings, db=db)
+    except SharedFolderError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        db.dispose()
 
 
 def start_dev_worker(env_file: str | None) -> subprocess.Popen[bytes]:
     """One evaluation worker (`worker`, same executable) that gets SIGTERM if `dev` dies."""
     from zerospeech_api.appliance.pyz import program_command
-    from zerospeech_api.evaluation.supervisor import PR_SET_PDEATHSIG, prctl
+    from zerospeech_api.evaluation.supervisor import die_with_parent
 
     parent = os.getpid()
 
     def die_with_dev() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # even if dev is killed with SIGKILL
-        if os.getppid() != parent:  # dev died before prctl took effect
-            os._exit(1)
+        die_with_parent(parent, signal.SIGTERM)  # even if dev is killed with SIGKILL
 
     options = ["--env-file", str(Path(env_file).resolve())] if env_file else []
     return subprocess.Popen([*program_command(), *options, "worker"], preexec_fn=die_with_dev)
@@ -117,6 +124,9 @@ def serve(ctx: CliContext, gunicorn_args: tuple[str, ...]) -> None:
     _prepare(ctx)
     use_metrics_folder(ctx.settings)
     env_file = ctx.env_file
+    if env_file:
+        # A gunicorn config file that reads the settings (etc/gunicorn.conf.py) finds this .env.
+        os.environ["ZR_ENV_FILE"] = str(Path(env_file).resolve())
     ZeroSpeechGunicorn(
         ctx.settings, gunicorn_args, reload_settings=lambda: load_settings(env_file)
     ).run()

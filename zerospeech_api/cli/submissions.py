@@ -1,4 +1,4 @@
-"""`submissions` admin commands: list, show, delete, set-status, rejoin."""
+"""`submissions` admin commands: list, show, delete, set-status, rejoin, evaluate, cancel."""
 
 from __future__ import annotations
 
@@ -173,3 +173,22 @@ def evaluate(ctx: CliContext, submission_id: str) -> None:
             reason="queued by an administrator (submissions evaluate)",
         )
     click.echo(f"submission {submission_id} queued for evaluation")
+
+
+@group.command()
+@click.argument("submission_id", metavar="ID")
+@pass_ctx
+def cancel(ctx: CliContext, submission_id: str) -> None:
+    """Cancel an uploaded, queued or evaluating submission (as POST /submissions/ID/cancel)."""
+    from zerospeech_api.evaluation.queue import cancel_submission
+
+    with domain_errors(), ctx.db.transaction() as session:
+        submission = service.get_submission(session=session, submission_id=submission_id)
+        stopped = cancel_submission(session=session, submission=submission, by=None)
+    if stopped:
+        click.echo(
+            f"submission {submission_id} cancelled; its worker stops the running evaluation "
+            "within seconds (local: the process group is killed; Slurm: scancel)"
+        )
+    else:
+        click.echo(f"submission {submission_id} cancelled")

@@ -16,19 +16,14 @@ from sqlalchemy.orm import Session
 
 from zerospeech_api.accounts import service
 from zerospeech_api.accounts.schemas import Password, SignupRequest
-from zerospeech_api.accounts.sessions import open_session_count
 from zerospeech_api.cli.context import CliContext, pass_ctx
 from zerospeech_api.cli.output import domain_errors, fail, fields, printable, table, yes_no
 from zerospeech_api.db.tables import User
+from zerospeech_api.errors import validation_lines
+from zerospeech_api.security.sessions import open_session_count
 
 EMPTY_STDIN = "no password on stdin"
 PASSWORDS_DIFFER = "the two passwords differ"
-
-
-def _validation_text(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-    )
 
 
 @contextmanager
@@ -38,7 +33,7 @@ def _errors_to_exit() -> Iterator[None]:
         try:
             yield
         except ValidationError as exc:
-            fail(_validation_text(exc))
+            fail("; ".join(validation_lines(exc.errors())))
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import UpdateBase
 
 READ_ONLY_OPTION = "zr_read_only"
 # SQLite result codes (low byte of the extended code): the lock wait ran out.
@@ -99,9 +100,10 @@ def make_engine(url: str, limits: PoolLimits | None = None) -> Engine:
     }
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        in_memory = not parsed.database or parsed.database == ":memory:"
+        database = parsed.database or ":memory:"
+        in_memory = database == ":memory:"
         if not in_memory:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url, connect_args={"timeout": limits.wait_seconds}, **({} if in_memory else pool)
         )
@@ -113,6 +115,16 @@ def make_engine(url: str, limits: PoolLimits | None = None) -> Engine:
         f"{parsed.query.get('options', '')} -c lock_timeout={round(limits.wait_seconds * 1000)}"
     )
     return create_engine(url, pool_pre_ping=True, connect_args={"options": options.strip()}, **pool)
+
+
+def rows_changed(session: Session, statement: UpdateBase) -> int:
+    """Run an UPDATE or DELETE in the session; returns how many rows it matched."""
+    result = session.execute(statement)
+    # Session.execute is typed as returning Result; a DML statement gives a CursorResult, the
+    # one that knows its rowcount.
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"{type(statement).__name__} gave {type(result).__name__}, no rowcount")
+    return result.rowcount
 
 
 class Database:

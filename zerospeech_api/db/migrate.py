@@ -26,32 +26,71 @@ _REVISION = re.compile(
 )
 
 
+MIGRATE_LOCK = "zerospeech:migrate"
+SCHEMA_TOO_NEW = (
+    "the database schema is at revision {found}, newer than this build of zerospeech-api knows "
+    "(its newest is {head}): another host was upgraded; install the same new version here"
+)
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer build; this one must not run against it."""
+
+
 @cache
-def shipped_head() -> str | None:
-    """The newest revision in migrations/versions/, read from the scripts' `revision` and
-    `down_revision` lines; None when that is not conclusive (a merge, a branch, an odd line),
-    and then alembic decides."""
+def shipped_revisions() -> dict[str, str | None]:
+    """Every revision in migrations/versions/ with its `down_revision`, read from the scripts'
+    lines (no alembic); empty when a script is not conclusive (an odd line)."""
     revisions: dict[str, str | None] = {}
     for script in (MIGRATIONS_DIR / "versions").glob("*.py"):
         found = {m["key"]: m["id"] for m in _REVISION.finditer(script.read_text("utf-8"))}
         if "revision" not in found or "down_revision" not in found or not found["revision"]:
-            return None
+            return {}
         revisions[found["revision"]] = found["down_revision"]
+    return revisions
+
+
+def shipped_head() -> str | None:
+    """The newest revision in migrations/versions/; None when that is not conclusive (a merge,
+    a branch, an odd line), and then alembic decides."""
+    revisions = shipped_revisions()
     heads = set(revisions) - set(revisions.values())
     return heads.pop() if len(heads) == 1 else None
 
 
-def is_up_to_date(engine: Engine) -> bool:
-    """True when the database is at the newest shipped revision (one query, no alembic)."""
-    head = shipped_head()
-    if head is None:
-        return False
+def database_revisions(engine: Engine) -> list[str] | None:
+    """The revisions recorded in the database (None when it was never migrated)."""
     try:
         with engine.connect() as connection:
             versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
     except SQLAlchemyError:  # never migrated: no alembic_version table yet
-        return False
-    return [row[0] for row in versions] == [head]
+        return None
+    return [str(row[0]) for row in versions]
+
+
+def refuse_newer_schema(versions: list[str] | None) -> None:
+    """`SchemaTooNew` when the database is at a revision this build does not ship."""
+    known = shipped_revisions()
+    unknown = [v for v in versions or [] if known and v not in known]
+    if unknown:
+        raise SchemaTooNew(SCHEMA_TOO_NEW.format(found=unknown[0], head=shipped_head()))
+
+
+def is_up_to_date(engine: Engine) -> bool:
+    """True when the database is at the newest shipped revision (one query, no alembic);
+    `SchemaTooNew` when it is past it."""
+    head = shipped_head()
+    versions = database_revisions(engine)
+    refuse_newer_schema(versions)
+    return head is not None and versions == [head]
+
+
+def _lock_file(engine: Engine) -> Path | None:
+    """SQLite: a lock file beside the database file (None in memory)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(f"{database}.migrate.lock")
 
 
 def alembic_config(url: str) -> Config:
@@ -65,15 +104,23 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations up to `revision` on the engine's database."""
+    """Apply migrations up to `revision` on the engine's database, once: under the database's
+    migration lock (every host, every process), checked again once it is held. `SchemaTooNew`
+    when a newer build already migrated it."""
     if revision == "head" and is_up_to_date(engine):
         return
-    from alembic import command
+    from zerospeech_api.db.cluster import named_lock
 
-    config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    with named_lock(engine, MIGRATE_LOCK, lock_file=_lock_file(engine)):
+        # Whoever held the lock before us may have done it all already.
+        if revision == "head" and is_up_to_date(engine):
+            return
+        from alembic import command
+
+        config = alembic_config(engine.url.render_as_string(hide_password=False))
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
 
 
 def current_revision(engine: Engine) -> str | None:

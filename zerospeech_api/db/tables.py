@@ -20,10 +20,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
-from zerospeech_api.security.inputs import name_key
+from zerospeech_api.db.keys import name_key
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -92,6 +93,13 @@ class TokenPurpose(enum.StrEnum):
 class EvaluatorKind(enum.StrEnum):
     SCORES = "scores"
     COMMAND = "command"
+
+
+class EvaluatorRunner(enum.StrEnum):
+    """Where a command evaluator runs."""
+
+    LOCAL = "local"  # a subprocess of the worker (evaluation/evaluators.py)
+    SLURM = "slurm"  # a Slurm batch job the worker submits and follows (evaluation/slurm.py)
 
 
 class User(Base):
@@ -172,6 +180,11 @@ class Evaluator(Base):
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    runner: Mapped[str] = mapped_column(
+        String(16), default=EvaluatorRunner.LOCAL, server_default=EvaluatorRunner.LOCAL.value
+    )
+    # Extra options of the evaluator's Slurm jobs (partition, memory, GPUs, account).
+    sbatch_args: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Benchmark(Base):
@@ -301,6 +314,15 @@ class Job(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     duration_seconds: Mapped[float | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The Slurm batch job of this evaluation (slurm runner): its id once sbatch answered, and
+    # the claim whose attempt folder it reads and writes (a worker that adopts it after another
+    # died follows it there). `slurm_active` is set before sbatch runs and cleared only once the
+    # Slurm job was seen to end or was cancelled, so a Slurm job is never forgotten.
+    slurm_job_id: Mapped[str | None] = mapped_column(String(32))
+    slurm_claim: Mapped[int | None] = mapped_column(Integer)
+    slurm_active: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), index=True
+    )
 
 
 class WorkerHeartbeat(Base):
@@ -345,6 +367,17 @@ class WatchdogTurn(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     ran_at: Mapped[dt.datetime]
     ran_by: Mapped[str] = mapped_column(String(200))
+
+
+class ClusterSetting(Base):
+    """One value every host reads from the database (cluster.py): the shared data folder's id,
+    the cluster-wide read-only switch."""
+
+    __tablename__ = "cluster_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Leaderboard(Base):

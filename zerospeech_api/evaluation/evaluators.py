@@ -1,14 +1,12 @@
 """The built-in `scores` evaluator and the command evaluator (subprocess, timeout, clean env).
 
-Both produce leaderboard entries keyed by where they came from: the entry path inside the
-archive (scores evaluator) or `COMMAND_OUTPUT` (command evaluator: one entry for every
-leaderboard of the benchmark). Entries are stamped with the server's own ids, dates and labels.
+Both produce leaderboard entries keyed by where they came from (see leaderboards/results.py),
+stamped with the server's own ids, dates and labels.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shlex
 import subprocess
@@ -21,16 +19,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from zerospeech_api.db.tables import Submission, SubmissionStatus
-from zerospeech_api.evaluation.unpack import UnpackError, safe_member_path
-from zerospeech_api.leaderboards.entries import ENTRY_NO_SCORES as ENTRY_NO_SCORES
-from zerospeech_api.leaderboards.entries import ENTRY_NOT_JSON as ENTRY_NOT_JSON
-from zerospeech_api.leaderboards.entries import ENTRY_NOT_OBJECT as ENTRY_NOT_OBJECT
-from zerospeech_api.leaderboards.entries import MAX_ENTRY_BYTES, EntryError, parse_entry
-from zerospeech_api.settings import Settings
-from zerospeech_api.submissions import storage
+from zerospeech_api.db.tables import SubmissionStatus
+from zerospeech_api.leaderboards.entries import EntryError
+from zerospeech_api.leaderboards.results import (
+    BAD_ENTRY_PATH,
+    COMMAND_OUTPUT,
+    SubmissionFacts,
+    read_entry_file,
+    stamp,
+)
+from zerospeech_api.submissions.archive import UnpackError, safe_member_path
 
-COMMAND_OUTPUT = ""  # key of the command evaluator's single entry
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 EX_DATAERR = 65  # a command evaluator exits with this to say "the submission is invalid"
 KILL_GRACE_SECONDS = 2.0
@@ -40,25 +39,10 @@ NO_SCORES = (
     "(has_scores is false or its leaderboard path is empty)"
 )
 ENTRY_MISSING = "leaderboard entry file not found in the archive"
-BAD_ENTRY_PATH = "leaderboard path must be a relative path inside the archive"
 
 
 class Cancelled(Exception):
     """The evaluation was stopped from outside (lease lost or worker stopping)."""
-
-
-@dataclass(frozen=True)
-class SubmissionFacts:
-    """What the database says about a submission (trusted, unlike the archive)."""
-
-    submission_id: str
-    model_id: str
-    benchmark_id: str
-    username: str
-    submission_date: str
-    author_label: str | None
-    has_scores: bool
-    leaderboard_path: str
 
 
 @dataclass
@@ -74,20 +58,6 @@ class Outcome:
 # --- entries ------------------------------------------------------------------------------
 
 
-def stamp(entry: dict[str, Any], facts: SubmissionFacts) -> dict[str, Any]:
-    """A copy of `entry` with ids, submitter, date and author label taken from the database."""
-    stamped = {k: v for k, v in entry.items() if k != "index"}
-    stamped["model_id"] = facts.model_id
-    stamped["submission_id"] = facts.submission_id
-    stamped["submitted_by"] = facts.username
-    stamped["submission_date"] = facts.submission_date
-    publication = stamped.get("publication")
-    publication = dict(publication) if isinstance(publication, dict) else {}
-    publication["author_short"] = facts.author_label
-    stamped["publication"] = publication
-    return stamped
-
-
 def resolve_inside(folder: Path, relative: str) -> Path:
     """`folder/relative` if `relative` is a clean relative path that stays inside `folder`."""
     try:
@@ -100,14 +70,6 @@ def resolve_inside(folder: Path, relative: str) -> Path:
     if not target.resolve().is_relative_to(folder.resolve()):
         raise EntryError(f"{BAD_ENTRY_PATH}: {relative!r}")
     return target
-
-
-def read_entry_file(path: Path) -> dict[str, Any]:
-    """Read and validate one entry file (never follows a link, never reads past the cap)."""
-    if path.is_symlink():
-        raise EntryError(f"{BAD_ENTRY_PATH}: a link")
-    with open(path, "rb") as handle:
-        return parse_entry(handle.read(MAX_ENTRY_BYTES + 1))
 
 
 # --- the scores evaluator -----------------------------------------------------------------
@@ -358,9 +320,20 @@ def run_command(
         log.line(f"stopped: {stop_reason}")
         raise Cancelled(stop_reason)
     if timed_out:
-        reason = f"evaluator timed out after {timeout:g} s and was killed"
-        log.line(reason)
-        return Outcome(SubmissionStatus.FAILED, reason, exit_code=code)
+        return timed_out_outcome(timeout, exit_code=code, log=log)
+    return command_outcome(code=code, output=output, facts=facts, log=log)
+
+
+def timed_out_outcome(timeout: float, *, exit_code: int | None, log: LogSink) -> Outcome:
+    """A command evaluator that ran out of time (any runner): failed, the platform's fault."""
+    reason = f"evaluator timed out after {timeout:g} s and was killed"
+    log.line(reason)
+    return Outcome(SubmissionStatus.FAILED, reason, exit_code=exit_code)
+
+
+def command_outcome(*, code: int, output: Path, facts: SubmissionFacts, log: LogSink) -> Outcome:
+    """What a command evaluator's exit code and entry file mean (any runner): 0 with a valid
+    entry is completed, 65 invalid, anything else failed."""
     log.line(f"evaluator exited with code {code}")
     if code == NOT_STARTED:
         return Outcome(
@@ -391,49 +364,4 @@ def run_command(
         "evaluated",
         exit_code=code,
         entries={COMMAND_OUTPUT: stamp(entry, facts)},
-    )
-
-
-# --- results kept next to the submission --------------------------------------------------
-
-
-def results_path(settings: Settings, submission_id: str) -> Path:
-    """Where the worker keeps a submission's stamped entries (next to its archive)."""
-    return storage.submission_dir(settings, submission_id) / "results.json"
-
-
-def write_results(path: Path, entries: dict[str, dict[str, Any]]) -> None:
-    """Store the stamped entries atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"entries": entries}, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_results(path: Path) -> dict[str, dict[str, Any]]:
-    """The stamped entries of an evaluated submission ({} if none)."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    entries = value.get("entries") if isinstance(value, dict) else None
-    return entries if isinstance(entries, dict) else {}
-
-
-def entry_for(entries: dict[str, dict[str, Any]], entry_path: str) -> dict[str, Any] | None:
-    """The entry a leaderboard reading `entry_path` gets from these results."""
-    return entries.get(entry_path) or entries.get(COMMAND_OUTPUT)
-
-
-def submission_facts(submission: Submission) -> SubmissionFacts:
-    """The trusted facts of a submission row (its user and model are loaded on access)."""
-    return SubmissionFacts(
-        submission_id=submission.id,
-        model_id=submission.model_id,
-        benchmark_id=submission.benchmark_id,
-        username=submission.user.username,
-        submission_date=submission.created_at.isoformat(),
-        author_label=submission.author_label or submission.model.author_label,
-        has_scores=submission.has_scores,
-        leaderboard_path=submission.leaderboard_path or "",
     )

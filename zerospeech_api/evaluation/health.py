@@ -14,16 +14,19 @@ import os
 import shlex
 import shutil
 import socket
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Row, func, or_, select
 from sqlalchemy.orm import Session
 
+from zerospeech_api.db.cluster import db_now
 from zerospeech_api.db.tables import (
     Benchmark,
     Evaluator,
     EvaluatorKind,
+    EvaluatorRunner,
     Job,
     JobState,
     Submission,
@@ -91,7 +94,7 @@ def alive_workers(*, session: Session, settings: Settings) -> list[WorkerHeartbe
     return list(
         session.scalars(
             select(WorkerHeartbeat)
-            .where(WorkerHeartbeat.last_seen_at >= alive_since(settings))
+            .where(WorkerHeartbeat.last_seen_at >= alive_since(settings, db_now(session)))
             .order_by(WorkerHeartbeat.last_seen_at.desc())
         )
     )
@@ -109,6 +112,14 @@ def duration(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def _seconds_since(at: dt.datetime | None, now: dt.datetime) -> float:
+    """Seconds from `at` to `now`, for a time the query selected as set (a NULL column it
+    filtered out, or an aggregate of set ones): a NULL here is a broken query, not a duration."""
+    if at is None:
+        raise ValueError("the query selected a row without the time it filters on")
+    return (now - at).total_seconds()
+
+
 def node_of(identity: str) -> str:
     """The host part of a worker identity (`host:pid:random`)."""
     return identity.rsplit(":", 2)[0]
@@ -117,8 +128,9 @@ def node_of(identity: str) -> str:
 def find_problems(
     *, session: Session, settings: Settings, now: dt.datetime | None = None
 ) -> list[Problem]:
-    """Every stuck state of the evaluation queue, in a fixed order of kinds."""
-    now = now or utcnow()
+    """Every stuck state of the evaluation queue, in a fixed order of kinds (ages by the
+    database's clock unless `now` is given)."""
+    now = now or db_now(session)
     return [
         *_not_queued(session, settings, now),
         *_not_joined(session, settings, now),
@@ -132,16 +144,7 @@ def find_problems(
 def _not_queued(session: Session, settings: Settings, now: dt.datetime) -> list[Problem]:
     # Any live worker queues these at its next poll: still there after the dead-worker window,
     # nobody did.
-    rows = session.execute(
-        awaiting_promotion(Submission.id)
-        .add_columns(Submission.benchmark_id, Submission.updated_at)
-        .where(
-            Submission.updated_at < now - dead_after(settings),
-            ~Submission.id.in_(select(Job.submission_id).where(Job.state.in_(ACTIVE_STATES))),
-        )
-        .order_by(Submission.updated_at)
-        .limit(LIMIT)
-    ).all()
+    rows = _unqueued(session, before=now - dead_after(settings))
     return [
         Problem(
             key=f"{NOT_QUEUED}:{sid}",
@@ -178,7 +181,7 @@ def _not_joined(session: Session, settings: Settings, now: dt.datetime) -> list[
             key=f"{NOT_JOINED}:{sid}",
             kind=NOT_JOINED,
             reason=f"submission {sid} ({benchmark}): all {count} part(s) received "
-            f"{duration((now - at).total_seconds())} ago, but never joined into its archive",
+            f"{duration(_seconds_since(at, now))} ago, but never joined into its archive",
             command=f"zerospeech-api submissions rejoin {sid}",
             submission_id=sid,
             benchmark_id=benchmark,
@@ -201,7 +204,7 @@ def _lease_expired(session: Session, settings: Settings, now: dt.datetime) -> li
             key=f"{LEASE_EXPIRED}:{sid}:{job_id}",
             kind=LEASE_EXPIRED,
             reason=f"submission {sid} ({submission.benchmark_id}): worker {owner} stopped "
-            f"renewing its lease {duration((now - expires).total_seconds())} ago (it died)",
+            f"renewing its lease {duration(_seconds_since(expires, now))} ago (it died)",
             command="any running worker re-queues it (`zerospeech-api worker --once` does)",
             submission_id=sid,
             benchmark_id=submission.benchmark_id,
@@ -234,7 +237,7 @@ def _overdue(session: Session, settings: Settings, now: dt.datetime) -> list[Pro
     problems = []
     for job, benchmark, evaluator, worker in rows:
         limit = time_limit(evaluator, settings)
-        running = (now - job.started_at).total_seconds()
+        running = _seconds_since(job.started_at, now)
         if running <= limit + settings.evaluation_overdue_seconds:
             continue
         owner = job.lease_owner or "?"
@@ -312,7 +315,7 @@ def missing_program(command: str | None) -> str | None:
 def _evaluator_missing(session: Session, now: dt.datetime) -> list[Problem]:
     waiting = select(Submission.benchmark_id).join(Job, Job.submission_id == Submission.id)
     rows = session.execute(
-        select(Benchmark.id, Evaluator.name, Evaluator.command)
+        select(Benchmark.id, Evaluator.name, Evaluator.command, Evaluator.runner)
         .join(Evaluator, Evaluator.id == Benchmark.evaluator_id)
         .where(
             Evaluator.kind == EvaluatorKind.COMMAND,
@@ -325,8 +328,12 @@ def _evaluator_missing(session: Session, now: dt.datetime) -> list[Problem]:
     ).all()
     host = socket.gethostname()
     problems = []
-    for benchmark, name, command in rows:
-        why = missing_program(command)
+    for benchmark, name, command, runner in rows:
+        # A Slurm evaluator's program lives on the compute nodes: here only sbatch must be.
+        if runner == EvaluatorRunner.SLURM:
+            why = None if shutil.which("sbatch") else "`sbatch` (its runner is slurm) is missing"
+        else:
+            why = missing_program(command)
         if why is None:
             continue
         problems.append(
@@ -386,7 +393,7 @@ def queue_report(
     *, session: Session, settings: Settings, now: dt.datetime | None = None
 ) -> QueueReport:
     """Running jobs, then queued ones in claim order, then uploads waiting to be queued."""
-    now = now or utcnow()
+    now = now or db_now(session)
     return QueueReport(
         generated_at=now,
         items=[*_job_items(session), *_unqueued_items(session)][:LIMIT],
@@ -423,17 +430,25 @@ def _job_items(session: Session) -> list[QueueItem]:
     ]
 
 
-def _unqueued_items(session: Session) -> list[QueueItem]:
-    rows = session.execute(
+def _unqueued(
+    session: Session, *, before: dt.datetime | None = None
+) -> Sequence[Row[str, str, dt.datetime]]:
+    """Uploads waiting to be queued (no active job), oldest first, as (id, benchmark, uploaded
+    at); with `before`, only those uploaded before it."""
+    query = (
         awaiting_promotion(Submission.id)
         .add_columns(Submission.benchmark_id, Submission.updated_at)
         .where(~Submission.id.in_(select(Job.submission_id).where(Job.state.in_(ACTIVE_STATES))))
-        .order_by(Submission.updated_at)
-        .limit(LIMIT)
-    ).all()
+    )
+    if before is not None:
+        query = query.where(Submission.updated_at < before)
+    return session.execute(query.order_by(Submission.updated_at).limit(LIMIT)).all()
+
+
+def _unqueued_items(session: Session) -> list[QueueItem]:
     return [
         QueueItem(submission_id=sid, status=SubmissionStatus.UPLOADED, benchmark_id=b, since=at)
-        for sid, b, at in rows
+        for sid, b, at in _unqueued(session)
     ]
 
 

@@ -8,6 +8,7 @@ row's age is what "alive" means (health.py). A failed write is logged and retrie
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -15,8 +16,9 @@ import threading
 
 from sqlalchemy import delete, update
 
-from zerospeech_api.db.engine import Database
-from zerospeech_api.db.tables import WorkerHeartbeat, utcnow
+from zerospeech_api.db.cluster import db_now
+from zerospeech_api.db.engine import Database, rows_changed
+from zerospeech_api.db.tables import WorkerHeartbeat
 
 log = logging.getLogger("zerospeech_api.worker")
 
@@ -24,14 +26,16 @@ log = logging.getLogger("zerospeech_api.worker")
 class Heartbeat(threading.Thread):
     """Keeps this worker's row fresh until `stop()`, which deletes it."""
 
-    def __init__(self, *, db: Database, identity: str, interval: float) -> None:
+    def __init__(
+        self, *, db: Database, identity: str, interval: float, node: str | None = None
+    ) -> None:
         super().__init__(name="worker-heartbeat", daemon=True)
         self.db = db
         self.identity = identity
         self.interval = interval
-        self.node = socket.gethostname()
+        self.node = node or socket.gethostname()
         self.pid = os.getpid()
-        self.started_at = utcnow()
+        self.started_at: dt.datetime | None = None  # the database's time of the first beat
         self._job_id: int | None = None
         self._wake = threading.Event()
         self._done = threading.Event()
@@ -50,13 +54,17 @@ class Heartbeat(threading.Thread):
         """Write `last_seen_at` and the current job; recreate the row if it was removed."""
         try:
             with self.db.transaction() as session:
-                values = {"last_seen_at": utcnow(), "current_job_id": self._job_id}
-                updated = session.execute(
+                # The database's clock: ages are compared with it on every host (health.py).
+                now = db_now(session)
+                self.started_at = self.started_at or now
+                values = {"last_seen_at": now, "current_job_id": self._job_id}
+                updated = rows_changed(
+                    session,
                     update(WorkerHeartbeat)
                     .where(WorkerHeartbeat.id == self.identity)
                     .values(**values)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
+                    .execution_options(synchronize_session=False),
+                )
                 if not updated:
                     session.add(
                         WorkerHeartbeat(

@@ -5,25 +5,27 @@ candidate row with `FOR UPDATE SKIP LOCKED`; SQLite write transactions start wit
 (see db/engine.py), so a select and a conditional update inside one are serialised, and the
 update's rowcount confirms the job was still queued. A worker writes results only while it still
 owns the lease (`lease_owner` matches and the job is `running`), so a job never completes twice.
+Every time written or compared here (claim, lease end, expiry) is the database's clock
+(`db_now`): a worker whose own clock runs ahead of the others' never finds their leases expired.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, select, update
+from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, select, update
 from sqlalchemy.orm import Session
 
-from zerospeech_api.db.engine import Database
+from zerospeech_api.db.cluster import db_now
+from zerospeech_api.db.engine import Database, rows_changed
 from zerospeech_api.db.tables import (
     Benchmark,
     Job,
     JobState,
     Submission,
     SubmissionStatus,
-    utcnow,
 )
 from zerospeech_api.errors import Conflict, NotFound
 from zerospeech_api.submissions.events import log_event, set_status
@@ -59,7 +61,10 @@ def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def awaiting_promotion(what: Any) -> Select:
+_Selected = TypeVar("_Selected")
+
+
+def awaiting_promotion(what: SQLColumnExpression[_Selected] | type[_Selected]) -> Select[_Selected]:
     """Select `what` from the `uploaded` submissions of auto-evaluating benchmarks."""
     return (
         select(what)
@@ -127,7 +132,7 @@ def pending(*, db: Database) -> Pending:
     """Cheap read-only look, so idle workers never take SQLite's write lock just to poll."""
     with db.session(read_only=True) as session:
         uploaded = session.scalar(awaiting_promotion(Submission.id).limit(1))
-        expired = session.scalar(select(Job.id).where(lease_expired(utcnow())).limit(1))
+        expired = session.scalar(select(Job.id).where(lease_expired(db_now(session))).limit(1))
         queued = session.scalar(select(Job.id).where(_queued()).limit(1))
     return Pending(uploaded is not None, expired is not None, queued is not None)
 
@@ -164,8 +169,9 @@ def claim(*, db: Database, owner: str, lease_seconds: int) -> Claimed | None:
             job = session.scalar(query)
             if job is None:
                 return None
-            now = utcnow()
-            taken = session.execute(
+            now = db_now(session)
+            taken = rows_changed(
+                session,
                 update(Job)
                 .where(Job.id == job.id, _queued())
                 .values(
@@ -176,8 +182,8 @@ def claim(*, db: Database, owner: str, lease_seconds: int) -> Claimed | None:
                     claims=Job.claims + 1,
                     started_at=now,
                 )
-                .execution_options(synchronize_session=False)
-            ).rowcount
+                .execution_options(synchronize_session=False),
+            )
             if taken != 1:  # cannot happen under the locks above; never run a job twice
                 continue
             session.refresh(job)
@@ -223,14 +229,20 @@ def _owned(job_id: int, owner: str) -> ColumnElement[bool]:
 def _update_owned(session: Session, job_id: int, owner: str, **values: Any) -> bool:
     """Update the job only while this owner still holds its lease; True if it did."""
     return (
-        session.execute(
+        rows_changed(
+            session,
             update(Job)
             .where(_owned(job_id, owner))
             .values(**values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            .execution_options(synchronize_session=False),
+        )
         == 1
     )
+
+
+def update_owned(*, session: Session, job_id: int, owner: str, **values: Any) -> bool:
+    """Set columns of a job (a runner's own records) only while `owner` holds its lease."""
+    return _update_owned(session, job_id, owner, **values)
 
 
 def renew(*, db: Database, job_id: int, owner: str, lease_seconds: int) -> bool:
@@ -240,7 +252,7 @@ def renew(*, db: Database, job_id: int, owner: str, lease_seconds: int) -> bool:
             session,
             job_id,
             owner,
-            lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds),
+            lease_expires_at=db_now(session) + dt.timedelta(seconds=lease_seconds),
         )
 
 
@@ -251,14 +263,15 @@ def requeue_expired(*, db: Database) -> list[tuple[str, str]]:
     """
     changed: list[tuple[str, str]] = []
     with db.transaction() as session:
-        now = utcnow()
+        now = db_now(session)
         query = select(Job).where(lease_expired(now))
         if _is_postgres(session):
             query = query.with_for_update(skip_locked=True)
         for job in session.scalars(query).all():
             submission = session.get(Submission, job.submission_id)
             give_up = job.attempts >= job.max_attempts
-            moved = session.execute(
+            moved = rows_changed(
+                session,
                 update(Job)
                 .where(Job.id == job.id, lease_expired(now), Job.lease_owner == job.lease_owner)
                 .values(
@@ -270,8 +283,8 @@ def requeue_expired(*, db: Database) -> list[tuple[str, str]]:
                         TOO_MANY_ATTEMPTS.format(n=job.attempts) if give_up else LEASE_EXPIRED
                     ),
                 )
-                .execution_options(synchronize_session=False)
-            ).rowcount
+                .execution_options(synchronize_session=False),
+            )
             if moved != 1 or submission is None:
                 continue
             status = SubmissionStatus.FAILED if give_up else SubmissionStatus.QUEUED
@@ -327,7 +340,7 @@ def finish(
     """
     if status not in FINAL:
         raise ValueError(f"not a final status: {status}")
-    now = utcnow()
+    now = db_now(session)
     if not _update_owned(
         session,
         job_id,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from zerospeech_api.db.engine import rows_changed
 from zerospeech_api.db.tables import Job, JobState, Submission, SubmissionStatus, User, utcnow
 from zerospeech_api.errors import Conflict
 from zerospeech_api.submissions.events import set_status
@@ -25,6 +26,7 @@ CANCELLABLE = (SubmissionStatus.UPLOADED, SubmissionStatus.QUEUED, SubmissionSta
 CANNOT_CANCEL = (
     "a submission that is {status} cannot be cancelled (only while uploaded, queued or evaluating)"
 )
+COMMAND_LINE = "command line"  # who cancelled, for `submissions cancel`
 # How many recent evaluations the typical duration is taken from.
 RECENT_JOBS = 20
 
@@ -39,12 +41,13 @@ class QueueSpot:
 
 def typical_duration(*, session: Session) -> float | None:
     """Mean duration in seconds of the latest finished evaluations, None without any."""
-    durations = session.scalars(
+    rows = session.scalars(
         select(Job.duration_seconds)
         .where(Job.duration_seconds.is_not(None), Job.finished_at.is_not(None))
         .order_by(Job.finished_at.desc())
         .limit(RECENT_JOBS)
-    ).all()
+    )
+    durations = [seconds for seconds in rows if seconds is not None]  # the query keeps no NULL
     return sum(durations) / len(durations) if durations else None
 
 
@@ -81,38 +84,38 @@ def queue_spots(
     return spots
 
 
-def _cancel_jobs(session: Session, submission_id: str, state: JobState, by: User) -> int:
+def _cancel_jobs(session: Session, submission_id: str, state: JobState, by: str) -> int:
     """Mark the submission's jobs in `state` cancelled; returns how many."""
-    return (
-        session.execute(
-            update(Job)
-            .where(Job.submission_id == submission_id, Job.state == state)
-            .values(
-                state=JobState.CANCELLED,
-                lease_owner=None,
-                lease_expires_at=None,
-                finished_at=utcnow(),
-                last_error=f"cancelled by {by.username}",
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        or 0
+    return rows_changed(
+        session,
+        update(Job)
+        .where(Job.submission_id == submission_id, Job.state == state)
+        .values(
+            state=JobState.CANCELLED,
+            lease_owner=None,
+            lease_expires_at=None,
+            finished_at=utcnow(),
+            last_error=f"cancelled by {by}",
+        )
+        .execution_options(synchronize_session=False),
     )
 
 
-def cancel_submission(*, session: Session, submission: Submission, by: User) -> bool:
+def cancel_submission(*, session: Session, submission: Submission, by: User | None) -> bool:
     """Cancel an uploaded, queued or evaluating submission (owner or admin; the caller checks
-    who). Returns True if a running evaluation was told to stop."""
+    who; None is an operator at the command line). Returns True if a running evaluation was
+    told to stop (its worker kills the process group, or cancels the Slurm job)."""
     if submission.status not in CANCELLABLE:
         raise Conflict(CANNOT_CANCEL.format(status=submission.status))
-    stopped = _cancel_jobs(session, submission.id, JobState.RUNNING, by) > 0
-    _cancel_jobs(session, submission.id, JobState.QUEUED, by)
+    name = by.username if by is not None else COMMAND_LINE
+    stopped = _cancel_jobs(session, submission.id, JobState.RUNNING, name) > 0
+    _cancel_jobs(session, submission.id, JobState.QUEUED, name)
     # Re-read under a lock: an evaluation may have finished since the check above.
     session.refresh(submission, with_for_update=True)
     if submission.status not in CANCELLABLE:
         raise Conflict(CANNOT_CANCEL.format(status=submission.status))
-    who = "an administrator" if by.admin and by.id != submission.user_id else "its owner"
-    reason = f"cancelled by {who} ({by.username})"
+    owner = by is not None and not (by.admin and by.id != submission.user_id)
+    reason = f"cancelled by {'its owner' if owner else 'an administrator'} ({name})"
     if stopped:
         reason += "; the running evaluation was stopped"
     set_status(

@@ -14,6 +14,9 @@ and reaped before this process exits. PR_SET_PDEATHSIG alone covers only a direc
 - End-of-file on stdin (the worker is gone): SIGKILL to everything at once.
 - When the evaluator exits on its own, whatever it left running is killed too.
 - Exit status: the evaluator's (death by signal N is reproduced), 127 if it could not start.
+
+`die_with_parent` is also the package's one way to tie a process to its parent (gunicorn workers
+to their master, `dev`'s worker to `dev`): it lives here because this file can import nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ def prctl(option: int, value: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def die_with_parent(parent: int, sig: int) -> None:
+    """Have the kernel send `sig` to this process when its parent `parent` dies, even by
+    SIGKILL (Linux PR_SET_PDEATHSIG; nothing elsewhere); at once if it is already gone."""
+    prctl(PR_SET_PDEATHSIG, sig)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), sig)
 
 
 def children() -> list[int]:
@@ -81,6 +92,7 @@ def kill_all(group: int) -> None:
 
 
 def start(argv: list[str]) -> int:
+    me = os.getpid()
     pid = os.fork()
     if pid == 0:  # the evaluator
         try:
@@ -88,7 +100,7 @@ def start(argv: list[str]) -> int:
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.close(devnull)
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # if this supervisor is killed
+            die_with_parent(me, signal.SIGKILL)  # if this supervisor is killed
             os.execvp(argv[0], argv)
         except OSError as exc:
             os.write(2, f"evaluator could not start: {exc}\n".encode())

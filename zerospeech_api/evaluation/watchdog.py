@@ -31,8 +31,9 @@ from zerospeech_api.alerts import (
     reconcile,
     resolved_notice,
 )
-from zerospeech_api.db.engine import Database
-from zerospeech_api.db.tables import Alert, WatchdogTurn, WorkerHeartbeat, utcnow
+from zerospeech_api.db.cluster import db_now
+from zerospeech_api.db.engine import Database, rows_changed
+from zerospeech_api.db.tables import Alert, WatchdogTurn, WorkerHeartbeat
 from zerospeech_api.errors import DomainError
 from zerospeech_api.evaluation import jobs
 from zerospeech_api.evaluation.health import (
@@ -61,19 +62,20 @@ Fix = Callable[[Problem], str | None]
 
 def take_turn(*, db: Database, who: str, interval: float) -> bool:
     """True if this process runs the check for this period (decided by the database)."""
-    now = utcnow()
-    due = now - dt.timedelta(seconds=interval * TURN_SLACK)
     with db.session(read_only=True) as session:
+        now = db_now(session)  # the database's clock: every host's processes take part
+        due = now - dt.timedelta(seconds=interval * TURN_SLACK)
         last = session.scalar(select(WatchdogTurn.ran_at).where(WatchdogTurn.name == TURN))
     if last is not None and last > due:
         return False
     with db.transaction() as session:
-        won = session.execute(
+        won = rows_changed(
+            session,
             update(WatchdogTurn)
             .where(WatchdogTurn.name == TURN, WatchdogTurn.ran_at <= due)
             .values(ran_at=now, ran_by=who)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            .execution_options(synchronize_session=False),
+        )
         if not won and last is None:
             try:
                 with session.begin_nested():

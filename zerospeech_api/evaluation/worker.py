@@ -24,7 +24,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 from sqlalchemy import select
@@ -33,6 +33,7 @@ from zerospeech_api.alerts import Alerter, Item, problem_notice
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import (
     EvaluatorKind,
+    EvaluatorRunner,
     Job,
     Leaderboard,
     Submission,
@@ -44,27 +45,32 @@ from zerospeech_api.evaluation.evaluators import (
     Cancelled,
     LogSink,
     Outcome,
-    SubmissionFacts,
-    results_path,
     run_command,
     run_scores,
-    submission_facts,
-    write_results,
 )
 from zerospeech_api.evaluation.heartbeat import Heartbeat
 from zerospeech_api.evaluation.lease import LEASE_LOST, Lease
-from zerospeech_api.evaluation.unpack import (
+from zerospeech_api.evaluation.slurm import parse_sbatch_args
+from zerospeech_api.evaluation.slurm_runner import SlurmRunner
+from zerospeech_api.evaluation.watchdog import Watchdog, worker_fixes
+from zerospeech_api.files import fsync_dir
+from zerospeech_api.leaderboards.results import (
+    SubmissionFacts,
+    results_path,
+    submission_facts,
+    write_results,
+)
+from zerospeech_api.leaderboards.service import publish, unpublish
+from zerospeech_api.mail import Mailer
+from zerospeech_api.settings import Settings
+from zerospeech_api.submissions import storage
+from zerospeech_api.submissions.archive import (
     NoSpace,
     UnpackError,
     UnpackInterrupted,
     is_space_error,
     unpack,
 )
-from zerospeech_api.evaluation.watchdog import Watchdog, worker_fixes
-from zerospeech_api.leaderboards.service import publish, unpublish
-from zerospeech_api.mail import Mailer
-from zerospeech_api.settings import Settings
-from zerospeech_api.submissions import storage
 from zerospeech_api.submissions.events import log_event
 
 log = logging.getLogger("zerospeech_api.worker")
@@ -77,9 +83,9 @@ DISK_FULL = "the server's disk filled up during the evaluation"
 PLATFORM_FAILURE = "platform-failure"
 
 
-def worker_identity() -> str:
-    """hostname:pid:random, unique across hosts and restarts."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+def worker_identity(node: str | None = None) -> str:
+    """node:pid:random (the node name, else the host name), unique across hosts and restarts."""
+    return f"{node or socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,8 @@ class JobPlan:
     command: str | None
     timeout: float
     leaderboard_paths: list[str]
+    runner: str = EvaluatorRunner.LOCAL
+    sbatch_args: list[str] = field(default_factory=list)
 
 
 class Worker:
@@ -103,10 +111,11 @@ class Worker:
         self.db = db or Database(settings.database)
         self.mailer = mailer or Mailer(settings)
         self.alerter = Alerter(settings, self.mailer)
-        self.identity = worker_identity()
+        self.identity = worker_identity(settings.node)
         self.stop_event = threading.Event()
         self.stop_requested_at: float | None = None
         self.heartbeat: Heartbeat | None = None
+        self.slurm = SlurmRunner(self)
 
     def request_stop(self) -> None:
         """Stop after the current job (or release it when the grace period runs out)."""
@@ -118,10 +127,15 @@ class Worker:
         """Loop until stopped; with `once`, until no job is waiting (and without the watchdog)."""
         log.info("worker %s started", self.identity)
         self.heartbeat = Heartbeat(
-            db=self.db, identity=self.identity, interval=self.settings.worker_heartbeat_seconds
+            db=self.db,
+            identity=self.identity,
+            interval=self.settings.worker_heartbeat_seconds,
+            node=self.settings.node,
         )
         self.heartbeat.start()
         watchdog = None if once else self._watchdog()
+        if self.slurm.sweeps and not once:
+            self.slurm.start_thread()
         try:
             while not self.stop_event.is_set():
                 try:
@@ -130,10 +144,11 @@ class Worker:
                     log.exception("worker loop error; retrying")
                     worked = False
                 if not worked:
-                    if once:
+                    if once and not self.slurm.in_flight():
                         break
                     self.stop_event.wait(self.settings.worker_poll_seconds)
         finally:
+            self.slurm.stop()  # hands its Slurm jobs on to the next worker
             if watchdog is not None:
                 watchdog.stop()
             self.heartbeat.stop()
@@ -159,11 +174,16 @@ class Worker:
             self.requeue_expired()
         if self.stop_event.is_set() or not (todo.uploaded or todo.expired or todo.queued):
             return False
+        if self.slurm.full():  # it cannot tell a Slurm job from a local one before claiming
+            return False
         claimed_at = time.monotonic()
         claimed = jobs.claim(db=self.db, owner=self.identity, lease_seconds=s.job_lease_seconds)
         if claimed is None:
             return False
-        self.run_job(claimed, claimed_at=claimed_at)
+        if self.slurm.takes(claimed):
+            self.slurm.start(claimed, claimed_at=claimed_at)
+        else:
+            self.run_job(claimed, claimed_at=claimed_at)
         return True
 
     def requeue_expired(self) -> None:
@@ -231,6 +251,8 @@ class Worker:
                     or self.settings.evaluator_timeout_seconds
                 ),
                 leaderboard_paths=list(paths),
+                runner=evaluator.runner if evaluator else EvaluatorRunner.LOCAL,
+                sbatch_args=parse_sbatch_args(evaluator.sbatch_args if evaluator else ""),
             )
 
     def run_job(self, claimed: jobs.Claimed, *, claimed_at: float | None = None) -> None:
@@ -274,9 +296,23 @@ class Worker:
             self._cancelled(claimed, lease, str(exc))
             return
         except Exception as exc:
-            outcome = self._fault(sid, exc)
+            outcome = self.fault(sid, exc)
             if sink is not None:
                 sink.line(outcome.reason)
+        self.conclude(claimed, lease, sink, files, outcome, started)
+
+    def conclude(
+        self,
+        claimed: jobs.Claimed,
+        lease: Lease,
+        sink: LogSink | None,
+        files: AttemptFiles,
+        outcome: Outcome,
+        started: float,
+    ) -> bool:
+        """Close the log, confirm the lease, write the results, record and publish: the one
+        path of every runner's outcome. False if the lease was lost (nothing written)."""
+        sid = claimed.submission_id
         if sink is not None:
             sink.close()
             if sink.error is not None and is_space_error(sink.error):
@@ -284,15 +320,15 @@ class Worker:
         # Confirm the lease now: after a pause it may have gone, and nothing must be written then.
         if not self._confirm(lease):
             log.warning("submission %s: %s; result discarded", sid, LEASE_LOST)
-            return
+            return False
         if outcome.status == SubmissionStatus.COMPLETED:
             try:
                 write_results(files.results, outcome.entries)
             except OSError as exc:
-                outcome = self._fault(sid, exc)
-        self._record(claimed, outcome, time.monotonic() - started, files)
+                outcome = self.fault(sid, exc)
+        return self._record(claimed, outcome, time.monotonic() - started, files)
 
-    def _fault(self, submission_id: str, exc: Exception) -> Outcome:
+    def fault(self, submission_id: str, exc: Exception) -> Outcome:
         """The outcome of an unexpected error: a full disk is named, anything else logged."""
         if is_space_error(exc):
             log.error("submission %s: disk full: %s", submission_id, exc)
@@ -312,8 +348,32 @@ class Worker:
     def _evaluate(
         self, claimed: jobs.Claimed, lease: Lease, sink: LogSink, files: AttemptFiles
     ) -> Outcome:
-        s = self.settings
         plan = self.plan(claimed.submission_id)
+        refused = self.unpack_into(claimed, lease, sink, files)
+        if refused is not None:
+            return refused
+        if plan.evaluator_kind == EvaluatorKind.COMMAND and plan.command:
+            return run_command(
+                facts=plan.facts,
+                command=plan.command,
+                unpacked=files.unpacked,
+                workdir=files.work,
+                timeout=plan.timeout,
+                log=sink,
+                cancelled=lambda: lease.reason,
+            )
+        return run_scores(
+            facts=plan.facts,
+            unpacked=files.unpacked,
+            leaderboard_paths=plan.leaderboard_paths,
+            log=sink,
+        )
+
+    def unpack_into(
+        self, claimed: jobs.Claimed, lease: Lease, sink: LogSink, files: AttemptFiles
+    ) -> Outcome | None:
+        """Unpack the archive into the attempt's folder; the outcome if that ends the job."""
+        s = self.settings
         archive = storage.archive_path(s, claimed.submission_id)
         if not archive.is_file():
             return Outcome(SubmissionStatus.FAILED, "the archive is missing on the server")
@@ -336,22 +396,7 @@ class Worker:
         except UnpackInterrupted:
             raise Cancelled(lease.reason or LEASE_LOST) from None
         sink.line(f"unpacked {stats.files} files, {stats.bytes} bytes")
-        if plan.evaluator_kind == EvaluatorKind.COMMAND and plan.command:
-            return run_command(
-                facts=plan.facts,
-                command=plan.command,
-                unpacked=files.unpacked,
-                workdir=files.work,
-                timeout=plan.timeout,
-                log=sink,
-                cancelled=lambda: lease.reason,
-            )
-        return run_scores(
-            facts=plan.facts,
-            unpacked=files.unpacked,
-            leaderboard_paths=plan.leaderboard_paths,
-            log=sink,
-        )
+        return None
 
     def _cancelled(self, claimed: jobs.Claimed, lease: Lease, reason: str) -> None:
         if lease.lost:
@@ -364,7 +409,7 @@ class Worker:
 
     def _record(
         self, claimed: jobs.Claimed, outcome: Outcome, duration: float, files: AttemptFiles
-    ) -> None:
+    ) -> bool:
         with self.db.transaction() as session:
             submission = jobs.finish(
                 session=session,
@@ -377,7 +422,7 @@ class Worker:
             )
             if submission is None:
                 log.warning("submission %s: lease lost before recording", claimed.submission_id)
-                return
+                return False
             if outcome.status == SubmissionStatus.COMPLETED:
                 labels = publish(session=session, submission=submission, entries=outcome.entries)
                 message = (
@@ -391,7 +436,7 @@ class Worker:
                 # and if the rename fails the publication is rolled back.
                 published = results_path(self.settings, claimed.submission_id)
                 os.replace(files.results, published)
-                storage.fsync_dir(published.parent)
+                fsync_dir(published.parent)
             else:
                 unpublish(session=session, submission_id=submission.id)
         log.info("submission %s: %s (%s)", claimed.submission_id, outcome.status, outcome.reason)
@@ -399,6 +444,7 @@ class Worker:
         if outcome.status == SubmissionStatus.FAILED:
             attempt = f"{claimed.job_id}-{claimed.claim}"
             self.report_failure(claimed.submission_id, outcome.reason, attempt=attempt)
+        return True
 
     def notify(self, submission_id: str) -> None:
         """E-mail the owner the final status, with a link to the log."""

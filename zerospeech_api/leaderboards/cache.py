@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
 from sqlalchemy.orm import Session
 
 from zerospeech_api.db.engine import Database
@@ -34,7 +35,7 @@ class Compiled:
     """One compiled leaderboard: JSON bytes, strong ETag, entry spans, CSV made on first use."""
 
     label: str
-    version: tuple
+    version: service.Version
     body: bytes
     etag: str
     spans: dict[str, tuple[int, int]]  # submission id -> its entry's bytes in `body`
@@ -42,9 +43,9 @@ class Compiled:
     _csv: bytes | None = field(default=None, repr=False)
     _csv_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    @property
-    def csv_ready(self) -> bool:
-        return self._csv is not None
+    async def csv_off_loop(self) -> bytes:
+        """The CSV; its one build runs in a worker thread, off the event loop."""
+        return self._csv if self._csv is not None else await anyio.to_thread.run_sync(self.csv)
 
     def csv(self) -> bytes:
         """The CSV, built once: concurrent first readers wait for the one build."""
@@ -78,7 +79,7 @@ def etag_of(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-def build(label: str, version: tuple, document: dict[str, Any]) -> Compiled:
+def build(label: str, version: service.Version, document: dict[str, Any]) -> Compiled:
     """The cached form of a compiled document: `encode(document)`, noting each entry's span."""
     head = b'{"last_modified":' + encode(document["last_modified"]) + b',"data":['
     parts = [head]
@@ -136,19 +137,31 @@ class LeaderboardCache:
             self._items[label] = item  # the previous version goes when its last reader is done
             return item
 
-    def _version(self, session: Session, label: str) -> tuple:
+    def _version(self, session: Session, label: str) -> service.Version:
         version = service.leaderboard_version(session=session, label=label)
         if version is None:
             self._items.pop(label, None)
             raise NotFound(service.NO_LEADERBOARD.format(label=label))
         return version
 
-    def _cached(self, label: str, version: tuple) -> Compiled | None:
+    def _cached(self, label: str, version: service.Version) -> Compiled | None:
         item = self._items.get(label)
         if item is None or item.version != version:
             return None
         item.checked_at = time.monotonic()
         return item
 
-    def get(self, label: str) -> Compiled:
-        return self.fresh(label) or self.load(label)
+    async def compiled(self, label: str) -> Compiled:
+        """The public leaderboard as it is now: from memory if checked within
+        `recheck_seconds`, else checked (and compiled if changed) in a worker thread."""
+        item = self.fresh(label)
+        if item is None:
+            item = await anyio.to_thread.run_sync(self.load, label)
+        return item
+
+    async def entry(self, label: str, entry_id: str) -> bytes:
+        """The JSON of one ranked entry, by its submission id (NotFound if none)."""
+        body = (await self.compiled(label)).entry(entry_id)
+        if body is None:
+            raise NotFound(service.NO_ENTRY.format(entry_id=entry_id, label=label))
+        return body

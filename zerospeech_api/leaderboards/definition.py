@@ -145,10 +145,11 @@ def shown_columns(leaderboard: Leaderboard, entries: Sequence[dict[str, Any]]) -
 def format_number(value: Any, fmt: str = "") -> str:
     """A score as text: with the column's format, else 4 significant digits in fixed point."""
     if isinstance(value, str):
+        text = value
         try:
-            value = float(value)
+            value = float(text)
         except ValueError:
-            return value
+            return text
     if not is_number(value):
         return "" if value is None else str(value)
     if fmt:

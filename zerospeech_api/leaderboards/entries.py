@@ -106,8 +106,10 @@ def check_value(value: Any) -> None:
         if isinstance(item, dict | list):
             if len(path) >= MAX_DEPTH:
                 raise EntryError(f"{ENTRY_TOO_DEEP} ({_show(path)})")
-            is_dict = isinstance(item, dict)
-            open_.append((iter(item.items()) if is_dict else enumerate(item), path, is_dict))
+            if isinstance(item, dict):
+                open_.append((iter(item.items()), path, True))
+            else:
+                open_.append((enumerate(item), path, False))
         else:
             problem = _scalar_problem(item)
             if problem:
@@ -137,7 +139,7 @@ def public_entry(data: Any) -> dict[str, Any]:
     try:
         json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except (ValueError, UnicodeEncodeError, RecursionError):
-        return public_copy(data)
+        return _public_object(data, 0)
     return data
 
 
@@ -162,7 +164,12 @@ def public_copy(value: Any, depth: int = 0) -> Any:
     if depth >= MAX_DEPTH:
         return None
     if isinstance(value, dict):
-        return {_public_text(str(k)): public_copy(v, depth + 1) for k, v in value.items()}
+        return _public_object(value, depth)
     if isinstance(value, list):
         return [public_copy(v, depth + 1) for v in value]
     return None
+
+
+def _public_object(value: dict[Any, Any], depth: int) -> dict[str, Any]:
+    """`public_copy` of an object at `depth` (below `MAX_DEPTH`): keys become text."""
+    return {_public_text(str(k)): public_copy(v, depth + 1) for k, v in value.items()}

@@ -2,41 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
-from zerospeech_api.db.tables import Benchmark, Leaderboard
-from zerospeech_api.deps import DatabaseRoute, SessionDep
-from zerospeech_api.errors import NotFound
+from zerospeech_api.deps import PublicRoute, SessionDep, public
 from zerospeech_api.leaderboards import service
-from zerospeech_api.leaderboards.cache import Compiled, LeaderboardCache, encode, etag_of
+from zerospeech_api.leaderboards.cache import LeaderboardCache, encode, etag_of
 from zerospeech_api.leaderboards.schemas import (
     LeaderboardDocument,
     LeaderboardInfo,
     LeaderboardList,
 )
 
-router = APIRouter(tags=["leaderboards"], route_class=DatabaseRoute)
+router = APIRouter(tags=["leaderboards"], route_class=PublicRoute)
 
-NOT_MODIFIED = {304: {"description": "Not modified (the `If-None-Match` ETag is current)"}}
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified (the `If-None-Match` ETag is current)"}
+}
 
 
-def _cache(request: Request) -> LeaderboardCache:
-    state = request.app.state
-    cache = getattr(state, "leaderboard_cache", None)
-    if cache is None:
-        cache = LeaderboardCache(
-            state.db, recheck_seconds=state.settings.leaderboard_recheck_seconds
-        )
-        state.leaderboard_cache = cache
+def leaderboard_cache(request: Request) -> LeaderboardCache:
+    """This app's cache of compiled leaderboards (made by create_app)."""
+    cache: LeaderboardCache = request.app.state.leaderboard_cache
     return cache
-
-
-async def _compiled(request: Request, label: str) -> Compiled:
-    cache = _cache(request)
-    return cache.fresh(label) or await run_in_threadpool(cache.load, label)
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -56,28 +45,9 @@ def cached_response(request: Request, body: bytes, etag: str, media_type: str) -
     return Response(body, media_type=media_type, headers=headers)
 
 
-def _json_response(request: Request, value: object) -> Response:
-    body = encode(value)  # type: ignore[arg-type]
+def _json_response(request: Request, value: dict[str, Any]) -> Response:
+    body = encode(value)
     return cached_response(request, body, etag_of(body), "application/json")
-
-
-def _list(rows: Sequence[tuple[Leaderboard, int]]) -> dict[str, object]:
-    return LeaderboardList(leaderboards=[_info(lb, n) for lb, n in rows]).model_dump()
-
-
-def _info(leaderboard: Leaderboard, entries: int) -> LeaderboardInfo:
-    return LeaderboardInfo(
-        label=leaderboard.label,
-        benchmark_id=leaderboard.benchmark_id,
-        entry_path=leaderboard.entry_path,
-        sort_key=leaderboard.sort_key,
-        order="descending" if leaderboard.descending else "ascending",
-        archived=leaderboard.archived,
-        entries=entries,
-        last_modified=leaderboard.updated_at.isoformat(),
-        json_url=f"/leaderboards/{leaderboard.label}/json",
-        csv_url=f"/leaderboards/{leaderboard.label}/csv",
-    )
 
 
 # Fast path for the hot reads. These plain Starlette routes come first, so they answer
@@ -92,8 +62,8 @@ async def _fast_csv(request: Request) -> Response:
     return await leaderboard_csv(request.path_params["label"], request)
 
 
-router.add_route("/leaderboards/{label}/json", _fast_json, ["GET"], include_in_schema=False)
-router.add_route("/leaderboards/{label}/csv", _fast_csv, ["GET"], include_in_schema=False)
+router.add_route("/leaderboards/{label}/json", public(_fast_json), ["GET"], include_in_schema=False)
+router.add_route("/leaderboards/{label}/csv", public(_fast_csv), ["GET"], include_in_schema=False)
 
 
 @router.get(
@@ -103,7 +73,8 @@ router.add_route("/leaderboards/{label}/csv", _fast_csv, ["GET"], include_in_sch
 )
 def list_leaderboards(request: Request, session: SessionDep) -> Response:
     """Every public leaderboard: `{"leaderboards": [...]}`, as `/benchmarks/list` answers."""
-    return _json_response(request, _list(service.list_leaderboards(session=session)))
+    rows = service.list_leaderboards(session=session)
+    return _json_response(request, LeaderboardList.of(rows).model_dump())
 
 
 @router.get(
@@ -113,10 +84,8 @@ def list_leaderboards(request: Request, session: SessionDep) -> Response:
 )
 def benchmark_leaderboards(benchmark_id: str, request: Request, session: SessionDep) -> Response:
     """The public leaderboards of one benchmark (none for a private one such as test-challenge)."""
-    if session.get(Benchmark, benchmark_id) is None:
-        raise NotFound(f"no benchmark {benchmark_id}")
-    rows = service.list_leaderboards(session=session, benchmark_id=benchmark_id)
-    return _json_response(request, _list(rows))
+    rows = service.benchmark_leaderboards(session=session, benchmark_id=benchmark_id)
+    return _json_response(request, LeaderboardList.of(rows).model_dump())
 
 
 @router.get(
@@ -126,10 +95,8 @@ def benchmark_leaderboards(benchmark_id: str, request: Request, session: Session
 )
 def leaderboard_info(label: str, request: Request, session: SessionDep) -> Response:
     """A leaderboard's definition, entry count and last change."""
-    leaderboard = service.get_leaderboard(session=session, label=label)
-    rows = service.list_leaderboards(session=session, benchmark_id=leaderboard.benchmark_id)
-    count = next((n for lb, n in rows if lb.id == leaderboard.id), 0)
-    return _json_response(request, _info(leaderboard, count).model_dump())
+    leaderboard, entries = service.counted_leaderboard(session=session, label=label)
+    return _json_response(request, LeaderboardInfo.of(leaderboard, entries).model_dump())
 
 
 @router.get(
@@ -139,7 +106,7 @@ def leaderboard_info(label: str, request: Request, session: SessionDep) -> Respo
 )
 async def leaderboard_json(label: str, request: Request) -> Response:
     """The compiled leaderboard `{"last_modified", "data": [ranked entries]}`."""
-    compiled = await _compiled(request, label)
+    compiled = await leaderboard_cache(request).compiled(label)
     return cached_response(request, compiled.body, compiled.etag, "application/json")
 
 
@@ -151,9 +118,8 @@ async def leaderboard_json(label: str, request: Request) -> Response:
 async def leaderboard_csv(label: str, request: Request) -> Response:
     """The ranked entries as RFC 4180 CSV, one column per dotted key (text a spreadsheet could
     run as a formula gets a leading `'`)."""
-    compiled = await _compiled(request, label)
-    # Built once per version, off the event loop.
-    body = compiled.csv() if compiled.csv_ready else await run_in_threadpool(compiled.csv)
+    compiled = await leaderboard_cache(request).compiled(label)
+    body = await compiled.csv_off_loop()  # built once per version
     response = cached_response(request, body, compiled.csv_etag(), "text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = f'attachment; filename="{compiled.label}.csv"'
     return response
@@ -166,8 +132,5 @@ async def leaderboard_csv(label: str, request: Request) -> Response:
 )
 async def leaderboard_entry(label: str, entry_id: str, request: Request) -> Response:
     """One ranked entry, by its submission id."""
-    compiled = await _compiled(request, label)
-    body = compiled.entry(entry_id)
-    if body is None:
-        raise NotFound(service.NO_ENTRY.format(entry_id=entry_id, label=label))
+    body = await leaderboard_cache(request).entry(label, entry_id)
     return cached_response(request, body, etag_of(body), "application/json")

@@ -23,14 +23,6 @@ from zerospeech_api.db.tables import (
     utcnow,
 )
 from zerospeech_api.errors import BadRequest, Conflict, NotFound
-from zerospeech_api.evaluation.evaluators import (
-    entry_for,
-    read_results,
-    results_path,
-    stamp,
-    submission_facts,
-)
-from zerospeech_api.evaluation.unpack import UnpackError, read_member, safe_member_path
 from zerospeech_api.leaderboards.entries import (
     MAX_DEPTH,
     MAX_ENTRY_BYTES,
@@ -40,8 +32,16 @@ from zerospeech_api.leaderboards.entries import (
     parse_entry,
     public_entry,
 )
+from zerospeech_api.leaderboards.results import (
+    entry_for,
+    read_results,
+    results_path,
+    stamp,
+    submission_facts,
+)
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage
+from zerospeech_api.submissions.archive import UnpackError, read_member, safe_member_path
 
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SORT_KEY_RE = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
@@ -60,6 +60,8 @@ NO_ENTRY = "no entry {entry_id} on leaderboard {label}"
 BAD_DOCUMENT = 'a leaderboard file is a JSON object {"last_modified": ..., "data": [entries]}'
 
 Progress = Callable[[int], None]
+# What a compiled leaderboard depends on (leaderboard_version): equal versions, equal bytes.
+Version = tuple[object, ...]
 
 
 # --- definitions --------------------------------------------------------------------------
@@ -135,6 +137,23 @@ def list_leaderboards(
     return [(lb, int(n)) for lb, n in session.execute(query).all()]
 
 
+def benchmark_leaderboards(*, session: Session, benchmark_id: str) -> list[tuple[Leaderboard, int]]:
+    """The public leaderboards of one benchmark with their entry counts (none for a private
+    benchmark); NotFound if there is no such benchmark."""
+    if session.get(Benchmark, benchmark_id) is None:
+        raise NotFound(f"no benchmark {benchmark_id}")
+    return list_leaderboards(session=session, benchmark_id=benchmark_id)
+
+
+def counted_leaderboard(*, session: Session, label: str) -> tuple[Leaderboard, int]:
+    """A public leaderboard and its number of entries."""
+    leaderboard = get_leaderboard(session=session, label=label)
+    count = session.scalar(
+        select(func.count()).where(LeaderboardEntry.leaderboard_id == leaderboard.id)
+    )
+    return leaderboard, int(count or 0)
+
+
 def set_archived(*, session: Session, label: str, archived: bool) -> Leaderboard:
     """Archive (no new entries; still readable) or re-open a leaderboard."""
     leaderboard = get_leaderboard(session=session, label=label, public=False)
@@ -154,7 +173,7 @@ def _lock(session: Session, leaderboard_id: int) -> Leaderboard:
 
 
 def _new_entry(
-    leaderboard: Leaderboard, submission_id: str | None, data: dict, now: dt.datetime
+    leaderboard: Leaderboard, submission_id: str | None, data: dict[str, Any], now: dt.datetime
 ) -> LeaderboardEntry:
     return LeaderboardEntry(
         leaderboard_id=leaderboard.id,
@@ -165,7 +184,9 @@ def _new_entry(
     )
 
 
-def _put(session: Session, leaderboard: Leaderboard, submission_id: str, data: dict) -> None:
+def _put(
+    session: Session, leaderboard: Leaderboard, submission_id: str, data: dict[str, Any]
+) -> None:
     now = utcnow()
     existing = session.scalar(
         select(LeaderboardEntry).where(
@@ -253,17 +274,17 @@ def rank(
 ) -> list[dict[str, Any]]:
     """Entries ordered best first, missing values last, each with its 1-based `index`."""
     keyed = [(sort_value(e, sort_key), n, e) for n, e in enumerate(entries)]
-    present = [k for k in keyed if k[0] is not None]
-    missing = [k for k in keyed if k[0] is None]
-    present.sort(key=lambda k: (-k[0] if descending else k[0], k[1]))  # type: ignore[operator]
-    ordered = [e for _, _, e in present + missing]
+    present = [(value, n, e) for value, n, e in keyed if value is not None]
+    missing = [e for value, _, e in keyed if value is None]
+    present.sort(key=lambda k: (-k[0] if descending else k[0], k[1]))
+    ordered = [e for _, _, e in present] + missing
     return [
         {"index": i, **{k: v for k, v in e.items() if k != "index"}}
         for i, e in enumerate(ordered, 1)
     ]
 
 
-def leaderboard_version(*, session: Session, label: str) -> tuple | None:
+def leaderboard_version(*, session: Session, label: str) -> Version | None:
     """What the compiled leaderboard depends on; None if it does not exist or is private."""
     row = session.execute(
         select(
@@ -338,7 +359,8 @@ def csv_cell(value: Any) -> str:
     text = str(value)
     if text[:1].isalnum():  # the usual case, settled without a regular expression
         return text
-    start = CSV_SKIPPED.match(text).end()  # type: ignore[union-attr]
+    skipped = CSV_SKIPPED.match(text)
+    start = skipped.end() if skipped else 0  # the pattern matches every text, if only ""
     risky = CSV_CONTROL.match(text) or text.startswith(CSV_FORMULA, start)
     return "'" + text if risky else text
 
@@ -367,8 +389,9 @@ def parse_document(raw: bytes) -> list[dict[str, Any]]:
         raise BadRequest(f"{exc}; {BAD_DOCUMENT}") from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise BadRequest(BAD_DOCUMENT)
-    check_entries(document["data"])
-    return document["data"]
+    entries: list[dict[str, Any]] = document["data"]
+    check_entries(entries)
+    return entries
 
 
 def check_entries(entries: list[Any]) -> None:
@@ -472,9 +495,10 @@ def rebuild(
 def submissions_to_rebuild(*, session: Session, label: str) -> int:
     """How many submissions a rebuild will look at (for a progress bar)."""
     leaderboard = get_leaderboard(session=session, label=label, public=False)
-    return session.scalar(
+    count = session.scalar(
         select(func.count()).where(
             Submission.benchmark_id == leaderboard.benchmark_id,
             Submission.status == SubmissionStatus.COMPLETED,
         )
     )
+    return count or 0

@@ -19,8 +19,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from zerospeech_api.db.cluster import db_now
 from zerospeech_api.db.engine import Database
-from zerospeech_api.db.tables import Job, JobState, Submission, SubmissionStatus, utcnow
+from zerospeech_api.db.tables import Job, JobState, Submission, SubmissionStatus
 from zerospeech_api.evaluation.health import alive_workers
 from zerospeech_api.settings import Settings
 
@@ -47,7 +48,7 @@ def read_figures(
     *, session: Session, settings: Settings, now: dt.datetime | None = None
 ) -> EvaluationFigures:
     """Read the figures in four aggregate queries (and the few alive workers)."""
-    now = now or utcnow()
+    now = now or db_now(session)
     by_status = {status.value: 0 for status in SubmissionStatus}
     for status, count in session.execute(
         select(Submission.status, func.count()).group_by(Submission.status)

@@ -1,4 +1,5 @@
-"""The multiprocess folder: one per server, emptied when `serve`, `dev` or `supervise` starts.
+"""The multiprocess folder: one per server (in its host's node folder, so hosts sharing the data
+folder never empty each other's), emptied when `serve`, `dev` or `supervise` starts.
 
 prometheus-client decides at import whether values live in memory or in per-process files, from
 PROMETHEUS_MULTIPROC_DIR: so the variable is set here, in the command's own process, before any
@@ -19,7 +20,7 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 def metrics_folder(settings: Settings) -> Path:
     """Where the server processes keep their metric files."""
-    return settings.data_dir.resolve() / "run" / "metrics"
+    return settings.node_dir.resolve() / "run" / "metrics"
 
 
 def use_metrics_folder(settings: Settings) -> Path:

@@ -18,7 +18,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encode
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from zerospeech_api.db.engine import Database
-from zerospeech_api.deps import SettingsDep
+from zerospeech_api.deps import PublicRoute, SettingsDep
 from zerospeech_api.errors import Forbidden, Unauthorized
 from zerospeech_api.metrics.database import DatabaseCollector
 from zerospeech_api.metrics.folder import MULTIPROCESS_ENV
@@ -28,7 +28,8 @@ from zerospeech_api.settings import Settings
 NOT_LOOPBACK = "/metrics is served to loopback clients, or with ZR_METRICS_TOKEN as a bearer token"
 WRONG_TOKEN = "wrong metrics token (Authorization: Bearer <ZR_METRICS_TOKEN>)"
 
-router = APIRouter(tags=["system"])
+# No caller needed: `check_access` lets in loopback clients and holders of the metrics token.
+router = APIRouter(tags=["system"], route_class=PublicRoute)
 
 
 class Metrics:

@@ -2,6 +2,7 @@
 
 Visibility: owners and admins see their models and all their submissions; anyone may read a
 model (and its published submissions) once one of its submissions is on a public leaderboard.
+A model's submissions are listed by the submissions router.
 """
 
 from __future__ import annotations
@@ -10,13 +11,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from zerospeech_api.deps import DatabaseRoute, OptionalCallerDep, PathUser, SessionDep
+from zerospeech_api.accounts.deps import PathUser
+from zerospeech_api.deps import (
+    AUTHENTICATED,
+    DatabaseRoute,
+    OptionalCallerDep,
+    PublicRoute,
+    SessionDep,
+)
 from zerospeech_api.models import service
 from zerospeech_api.models.schemas import ModelCreate, ModelCreated, ModelInfo, ModelList
-from zerospeech_api.submissions import service as submissions
-from zerospeech_api.submissions.schemas import SubmissionList
 
-router = APIRouter(tags=["models"], route_class=DatabaseRoute)
+router = APIRouter(tags=["models"], route_class=DatabaseRoute, dependencies=AUTHENTICATED)
+public = APIRouter(tags=["models"], route_class=PublicRoute)
 
 
 @router.post("/users/{username}/models/create", response_model=ModelCreated)
@@ -41,19 +48,9 @@ def list_models(owner: PathUser, session: SessionDep) -> dict[str, Any]:
     return {"models": [service.model_view(m) for m in models]}
 
 
-@router.get("/models/{model_id}/info", response_model=ModelInfo)
+@public.get("/models/{model_id}/info", response_model=ModelInfo)
 def model_info(model_id: str, caller: OptionalCallerDep, session: SessionDep) -> dict[str, Any]:
     """A model: owner/admin always, anyone once it is published."""
     user = caller.user if caller else None
     model = service.readable_model(session=session, model_id=model_id, user=user)
     return service.model_view(model)
-
-
-@router.get("/models/{model_id}/submissions/list", response_model=SubmissionList)
-def model_submissions(
-    model_id: str, caller: OptionalCallerDep, session: SessionDep
-) -> dict[str, Any]:
-    """Submissions of a model: all for the owner/admin, the published ones for anyone else."""
-    user = caller.user if caller else None
-    found, full = submissions.model_submissions(session=session, model_id=model_id, user=user)
-    return {"submissions": [submissions.submission_view(s, full=full) for s in found]}

@@ -104,7 +104,7 @@ def date_ticks(start: dt.datetime, end: dt.datetime) -> list[tuple[dt.datetime, 
     elif current < start:
         current += dt.timedelta(days=1)
     fmt = "%Y" if months >= 12 else "%Y-%m" if months else "%Y-%m-%d"
-    ticks = []
+    ticks: list[tuple[dt.datetime, str]] = []
     while current <= end and len(ticks) < MAX_X_TICKS + 1:
         ticks.append((current, current.strftime(fmt)))
         current = _add_months(current, months) if months else current + dt.timedelta(days=days)
@@ -155,7 +155,9 @@ def build_chart(
     def y_of(value: float) -> float:
         return round(TOP + (high - value) / (high - low) * plot_h, 1)
 
-    points, path, best = [], [], None
+    points: list[Point] = []
+    path: list[str] = []
+    best: float | None = None
     for moment, score, entry in data:
         improves = best is None or (score > best if descending else score < best)
         x, y = x_of(moment), y_of(score)

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from typing import Literal, TypedDict
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -66,7 +67,16 @@ async def require_csrf(request: Request) -> None:
         raise Forbidden(CSRF_REFUSED)
 
 
-def _flags(settings: Settings) -> dict[str, object]:
+class _CookieFlags(TypedDict):
+    """Attributes of the page cookies, as Response.set_cookie takes them."""
+
+    path: str
+    httponly: bool
+    samesite: Literal["lax", "strict", "none"]
+    secure: bool
+
+
+def _flags(settings: Settings) -> _CookieFlags:
     # Secure when the site is served over https (a plain-http laptop setup must still work).
     return {
         "path": COOKIE_PATH,
@@ -78,15 +88,15 @@ def _flags(settings: Settings) -> dict[str, object]:
 
 def set_presession(response: Response, settings: Settings, value: str) -> None:
     """The random cookie that binds form tokens before login (for the browser session only)."""
-    response.set_cookie(PRESESSION_COOKIE, value, **_flags(settings))  # type: ignore[arg-type]
+    response.set_cookie(PRESESSION_COOKIE, value, **_flags(settings))
 
 
 def set_session(response: Response, settings: Settings, token: str, max_age: int) -> None:
     """Log the browser in: the bearer token in an HttpOnly cookie that lives as long as it."""
-    response.set_cookie(SESSION_COOKIE, token, max_age=max_age, **_flags(settings))  # type: ignore[arg-type]
-    response.delete_cookie(PRESESSION_COOKIE, **_flags(settings))  # type: ignore[arg-type]
+    response.set_cookie(SESSION_COOKIE, token, max_age=max_age, **_flags(settings))
+    response.delete_cookie(PRESESSION_COOKIE, **_flags(settings))
 
 
 def clear_session(response: Response, settings: Settings) -> None:
     """Forget the session cookie (the server-side session is revoked separately)."""
-    response.delete_cookie(SESSION_COOKIE, **_flags(settings))  # type: ignore[arg-type]
+    response.delete_cookie(SESSION_COOKIE, **_flags(settings))

@@ -13,26 +13,32 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import RedirectResponse
+from sqlalchemy.orm import Session
 
 from zerospeech_api.accounts import service as accounts
-from zerospeech_api.accounts.sessions import authenticate
 from zerospeech_api.benchmarks import service as benchmarks
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Submission, SubmissionStatus, User, utcnow
-from zerospeech_api.deps import ClientAddressDep, DatabaseDep, SettingsDep
+from zerospeech_api.deps import ClientAddressDep, DatabaseDep, PublicRoute, SettingsDep
 from zerospeech_api.errors import DomainError
 from zerospeech_api.evaluation import queue
-from zerospeech_api.evaluation import service as evaluation
+from zerospeech_api.evaluation import view as evaluation
 from zerospeech_api.leaderboards.definition import format_number, numeric_keys
 from zerospeech_api.leaderboards.service import dotted_get
 from zerospeech_api.models import service as models
 from zerospeech_api.pages import csrf
 from zerospeech_api.pages.render import error_page, form_page
+from zerospeech_api.security.sessions import authenticate
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import service as submissions
 
+# No bearer token on pages: /page/me and its actions check the session cookie themselves
+# (`page_user`) and send anyone without one to the login form.
 router = APIRouter(
-    prefix="/page", include_in_schema=False, dependencies=[Depends(csrf.require_csrf)]
+    prefix="/page",
+    include_in_schema=False,
+    dependencies=[Depends(csrf.require_csrf)],
+    route_class=PublicRoute,
 )
 
 Field = Annotated[str, Form()]
@@ -132,7 +138,9 @@ def logout(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response
 # --- the participant's page -------------------------------------------------------------------
 
 
-def _scores(session: Any, settings: Settings, submission: Submission, user: User) -> dict:
+def _scores(
+    session: Session, settings: Settings, submission: Submission, user: User
+) -> dict[str, Any]:
     try:
         found = evaluation.submission_scores(
             session=session, settings=settings, submission_id=submission.id, user=user

@@ -18,12 +18,12 @@ from sqlalchemy import select
 from zerospeech_api.benchmarks import service as benchmarks
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Benchmark, Leaderboard, Submission
-from zerospeech_api.deps import DatabaseDep
+from zerospeech_api.deps import DatabaseDep, PublicRoute, public
 from zerospeech_api.errors import BadRequest, DomainError, NotFound
 from zerospeech_api.leaderboards import service as leaderboards
 from zerospeech_api.leaderboards.cache import etag_of
 from zerospeech_api.leaderboards.definition import Column, cell, format_number, shown_columns
-from zerospeech_api.leaderboards.router import _compiled
+from zerospeech_api.leaderboards.router import leaderboard_cache
 from zerospeech_api.models import service as models
 from zerospeech_api.pages.chart import build_chart, parse_date
 from zerospeech_api.pages.render import (
@@ -36,7 +36,7 @@ from zerospeech_api.pages.render import (
     static_file,
 )
 
-router = APIRouter(prefix="/page", include_in_schema=False)
+router = APIRouter(prefix="/page", include_in_schema=False, route_class=PublicRoute)
 
 BAD_SORT = "unknown sort column {sort!r}: sort by one of the table's column headers"
 NOT_PUBLIC_MODEL = "no public model {id}: a model is shown once it is on a public leaderboard"
@@ -48,7 +48,7 @@ FIXED = ("rank", "model", "author", "date")
 # --- index and benchmarks ---------------------------------------------------------------------
 
 
-def _benchmark_view(benchmark: Benchmark, boards: list[tuple[Leaderboard, int]]) -> dict:
+def _benchmark_view(benchmark: Benchmark, boards: list[tuple[Leaderboard, int]]) -> dict[str, Any]:
     reason = benchmarks.closed_reason(benchmark, on=benchmarks.today())
     return {
         "id": benchmark.id,
@@ -88,7 +88,9 @@ def _benchmark_context(db: Database, benchmark_id: str) -> dict[str, Any]:
         return {"benchmark": view}
 
 
-async def _page(request: Request, build: Callable[[], dict], template: str, title: str) -> Response:
+async def _page(
+    request: Request, build: Callable[[], dict[str, Any]], template: str, title: str
+) -> Response:
     """Build a public page's context in the thread pool; a domain error is an HTML error page."""
     try:
         context = await run_in_threadpool(build)
@@ -124,7 +126,7 @@ def _sort_options(columns: list[Column], descending: bool) -> dict[str, str]:
     return first | {c.key: f"{best_first}{c.key}" for c in columns}
 
 
-def _sort_rows(rows: list[dict], sort: str) -> list[dict]:
+def _sort_rows(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
     """Rows ordered by one column (missing values last in either direction), rank breaks ties."""
     key = sort.lstrip("-")
     present = [r for r in rows if r["sort"][key] is not None]
@@ -137,7 +139,8 @@ def _sort_rows(rows: list[dict], sort: str) -> list[dict]:
 def _row(entry: dict[str, Any], columns: list[Column], public_models: set[str]) -> dict[str, Any]:
     model_id = entry.get("model_id")
     author = leaderboards.dotted_get(entry, "publication.author_short") or entry.get("submitted_by")
-    description = entry.get("description") if isinstance(entry.get("description"), str) else ""
+    text = entry.get("description")
+    description = text if isinstance(text, str) else ""
     moment = parse_date(entry.get("submission_date"))
     return {
         "rank": entry.get("index"),
@@ -180,25 +183,26 @@ def _leaderboard_page(request: Request, db: Database, label: str, body: bytes, s
     with db.session(read_only=True) as session:
         board = leaderboards.get_leaderboard(session=session, label=label)
         benchmark = {"id": board.benchmark_id, "label": board.benchmark.label}
+        sort_key, descending = board.sort_key, board.descending
         info = {
             "label": board.label,
-            "sort_key": board.sort_key,
-            "descending": board.descending,
+            "sort_key": sort_key,
+            "descending": descending,
             "archived": board.archived,
         }
         entries = document["data"]
         columns = shown_columns(board, entries)
-    options = _sort_options(columns, info["descending"])
+    options = _sort_options(columns, descending)
     if sort.lstrip("-") not in options:
         raise BadRequest(BAD_SORT.format(sort=sort[:100]))
     ids = {e["model_id"] for e in entries if isinstance(e.get("model_id"), str)}
     public_models = _published_models(db, ids)
     rows = _sort_rows([_row(e, columns, public_models) for e in entries], sort)
-    ranked_by = next(c for c in columns if c.key == info["sort_key"])
+    ranked_by = next(c for c in columns if c.key == sort_key)
     chart = build_chart(
         entries,
-        sort_key=info["sort_key"],
-        descending=info["descending"],
+        sort_key=sort_key,
+        descending=descending,
         y_label=ranked_by.label,
         number_format=ranked_by.format,
     )
@@ -239,12 +243,17 @@ def _flip(sort: str) -> str:
     return sort[1:] if sort.startswith("-") else f"-{sort}"
 
 
-def _page_cache(request: Request) -> dict[tuple[str, str], tuple[tuple, bytes, str]]:
-    """Rendered leaderboard pages of this process: (label, sort) -> (version, body, ETag)."""
+# Rendered leaderboard pages of a process: (label, sort) -> (version, body, ETag).
+PageCache = dict[tuple[str, str], tuple[tuple[object, ...], bytes, str]]
+
+
+def _page_cache(request: Request) -> PageCache:
+    """This process's rendered leaderboard pages, made on first use."""
     state = request.app.state
-    if getattr(state, "page_cache", None) is None:
-        state.page_cache = {}
-    return state.page_cache
+    cache: PageCache | None = getattr(state, "page_cache", None)
+    if cache is None:
+        cache = state.page_cache = {}
+    return cache
 
 
 async def leaderboard_page(request: Request) -> Response:
@@ -252,7 +261,7 @@ async def leaderboard_page(request: Request) -> Response:
     label = request.path_params["label"]
     sort = request.query_params.get("sort") or "rank"
     try:
-        compiled = await _compiled(request, label)
+        compiled = await leaderboard_cache(request).compiled(label)
     except DomainError as exc:
         return error_page(request, exc.status, exc.detail)
     cache = _page_cache(request)
@@ -273,7 +282,9 @@ async def leaderboard_page(request: Request) -> Response:
 
 
 # A plain Starlette route, as the JSON reads have: a cached page costs about a bare endpoint.
-router.add_route("/page/leaderboards/{label}", leaderboard_page, ["GET"], include_in_schema=False)
+router.add_route(
+    "/page/leaderboards/{label}", public(leaderboard_page), ["GET"], include_in_schema=False
+)
 
 
 # --- models -----------------------------------------------------------------------------------
@@ -294,12 +305,12 @@ def _model_context(db: Database, model_id: str) -> dict[str, Any]:
         return {"model": view, "published": [tuple(row) for row in published]}
 
 
-async def model_entries(request: Request, published: list[tuple[str, ...]]) -> list[dict]:
+async def model_entries(request: Request, published: list[tuple[str, ...]]) -> list[dict[str, Any]]:
     """The model's entries with their rank and score on each public leaderboard."""
     found = []
     for submission_id, benchmark_id, label, sort_key in published:
         try:
-            compiled = await _compiled(request, label)
+            compiled = await leaderboard_cache(request).compiled(label)
         except DomainError:
             continue
         data = json.loads(compiled.body)["data"]
@@ -350,4 +361,4 @@ async def static(request: Request) -> Response:
     return cacheable(request, body, etag, STATIC_FILES[name])
 
 
-router.add_route(f"{STATIC_PREFIX}/{{name}}", static, ["GET"], include_in_schema=False)
+router.add_route(f"{STATIC_PREFIX}/{{name}}", public(static), ["GET"], include_in_schema=False)

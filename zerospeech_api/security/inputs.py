@@ -1,5 +1,5 @@
 """Rules every piece of client input obeys: text without control characters, datetimes in a sane
-range, and one case-insensitive key for names (usernames, e-mail addresses).
+range (the case-insensitive key for names is `db.keys.name_key`, stored in the tables).
 
 Control characters travel: into mails, into the operator's terminal, into PostgreSQL (which
 refuses NUL outright). So one set of characters is refused in every text field, path and query:
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator
@@ -87,10 +86,3 @@ def bounded_datetime(value: dt.datetime) -> dt.datetime:
 
 
 SaneDatetime = Annotated[dt.datetime, AfterValidator(bounded_datetime)]
-
-
-def name_key(value: str) -> str:
-    """The form under which names are unique: NFKC, case-folded (so `ÉLODIE` and `élodie`,
-    or `ß` and `SS`, are one name), as Unicode recommends for caseless matching."""
-    folded = unicodedata.normalize("NFKC", value).casefold()
-    return unicodedata.normalize("NFKC", folded).strip()

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from zerospeech_api.db.keys import name_key
 from zerospeech_api.db.tables import LoginFailure, utcnow
 from zerospeech_api.errors import TooManyRequests
-from zerospeech_api.security.inputs import name_key
 from zerospeech_api.settings import Settings
 
 ACCOUNT_LOCKED = "too many failed logins for this account from your address"

@@ -1,8 +1,9 @@
 """Join the parts of a complete upload into archive.zip, off the event loop, exactly once.
 
-A join runs in a worker thread of the `Assembler` (never on the event loop). It holds an flock
-on the submission's `.join.lock` (one joiner at a time across threads and gunicorn workers; the
-kernel drops it if the process dies), copies the parts in index order into a temp file while
+A join runs in a worker thread of the `Assembler` (never on the event loop). It holds the
+submission's join lock (`db.cluster.named_lock`: an advisory lock on PostgreSQL, one joiner at a
+time on every host; an flock on the submission's `.join.lock` on SQLite; dropped if the process
+dies), copies the parts in index order into a temp file while
 hashing, fsyncs it, and then, in one short transaction that locks the submission row, renames it
 to archive.zip and sets the status (`uploaded`, or `invalid` when the MD5 differs) only if the
 submission is still `uploading`. Parts are removed after that commit.
@@ -15,13 +16,13 @@ Recovery: a join interrupted by a crash or a failure leaves the submission `uplo
 part received. Each server process looks for such submissions at start-up and then every
 `ZR_UPLOAD_RECOVERY_SECONDS`, and joins them; so does any later content/add for them (the client
 re-sending a part) and `submissions rejoin`. The same periodic pass removes temp files of dead
-processes (tempfiles.py); start-up also removes folders of deleted submissions.
+processes in this host's own tmp folder (tempfiles.py; other hosts sweep theirs); start-up also
+removes folders of deleted submissions, one host at a time (a named lock).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -35,9 +36,11 @@ from pathlib import Path
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from zerospeech_api.db.cluster import named_lock
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import Submission, SubmissionEvent, SubmissionPart, SubmissionStatus
 from zerospeech_api.errors import InsufficientStorage, is_out_of_space
+from zerospeech_api.files import fsync_dir
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage, tempfiles
 from zerospeech_api.submissions.events import log_event, set_status
@@ -65,23 +68,12 @@ class JoinFailed(Exception):
 
 
 @contextlib.contextmanager
-def join_lock(settings: Settings, submission_id: str) -> Iterator[bool]:
-    """Try to take the submission's join lock without waiting; yields whether we hold it."""
+def join_lock(settings: Settings, db: Database, submission_id: str) -> Iterator[bool]:
+    """Try to take the submission's join lock without waiting; yields whether we hold it (on
+    SQLite, not when its folder does not exist: nothing was ever received, or it was deleted)."""
     path = storage.join_lock_path(settings, submission_id)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except FileNotFoundError:  # no folder: nothing was ever received, or it was deleted
-        yield False
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+    with named_lock(db.engine, f"join:{submission_id}", lock_file=path, wait=False) as held:
+        yield held
 
 
 def _snapshot(db: Database, submission_id: str) -> tuple[str, list[SubmissionPart]] | None:
@@ -142,7 +134,7 @@ def join_submission(*, settings: Settings, db: Database, submission_id: str) -> 
     """Join a complete upload; returns the new status, or None if there was nothing to do
     (not complete, not uploading, or another joiner holds the lock). `JoinFailed` when it could
     not finish: the reason is in the submission's log and a later attempt may succeed."""
-    with join_lock(settings, submission_id) as locked:
+    with join_lock(settings, db, submission_id) as locked:
         if not locked:
             return None
         snapshot = _snapshot(db, submission_id)
@@ -238,7 +230,7 @@ def _finish(
         if got == announced:
             archive = storage.archive_path(settings, submission_id)
             os.replace(joined, archive)
-            storage.fsync_dir(archive.parent)
+            fsync_dir(archive.parent)
             submission.archive_size = size
             status = SubmissionStatus.UPLOADED
             reason = f"archive joined from {count} part(s) and verified ({size} bytes, MD5 {got})"
@@ -276,10 +268,18 @@ def sweep_tmp(settings: Settings, *, min_age: float = tempfiles.MIN_AGE_SECONDS)
 def sweep_orphans(
     *, settings: Settings, db: Database, min_age: float = ORPHAN_MIN_AGE_SECONDS
 ) -> list[str]:
-    """Remove old folders of submissions that no longer exist (deleted, crash before cleanup)."""
+    """Remove old folders of submissions that no longer exist (deleted, crash before cleanup);
+    one process of one host at a time (the others skip it)."""
     root = storage.submissions_root(settings)
     if not root.is_dir():
         return []
+    settings.node_dir.mkdir(parents=True, exist_ok=True)
+    lock_file = settings.node_dir / ".sweep.lock"
+    with named_lock(db.engine, "sweep:orphans", lock_file=lock_file, wait=False) as held:
+        return _sweep_orphans(root, db, min_age) if held else []
+
+
+def _sweep_orphans(root: Path, db: Database, min_age: float) -> list[str]:
     now = time.time()
     names = []
     for path in root.iterdir():

@@ -7,14 +7,15 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from zerospeech_api.db.tables import Submission, SubmissionEvent, SubmissionStatus, utcnow
+from zerospeech_api.db.cluster import db_now
+from zerospeech_api.db.tables import Submission, SubmissionEvent, SubmissionStatus
 
 
 def set_status(
     *, session: Session, submission: Submission, status: SubmissionStatus, reason: str
 ) -> None:
     """Move the submission to `status` and log the change with its reason."""
-    now = utcnow()
+    now = db_now(session)  # the one clock of every host (ages are compared with it)
     previous = submission.status
     submission.status = status
     submission.updated_at = now
@@ -30,7 +31,7 @@ def set_status(
 
 def log_event(*, session: Session, submission_id: str, message: str) -> None:
     """Add a message to the submission's log without changing its status."""
-    session.add(SubmissionEvent(submission_id=submission_id, at=utcnow(), message=message))
+    session.add(SubmissionEvent(submission_id=submission_id, at=db_now(session), message=message))
 
 
 def submission_events(*, session: Session, submission_id: str) -> Sequence[SubmissionEvent]:

@@ -1,7 +1,7 @@
 """HTTP routes of submissions (thin: parse, call one service function, return a schema).
 
-`content/add` is the one `async` route: it streams the body itself (see uploads.py) and runs
-its short database work in the thread pool.
+`content/add` is the one `async` route: it streams the body itself (see uploads.add_part). Routes
+on `router` need a caller; those on `public` answer anyone (and show more to owners and admins).
 """
 
 from __future__ import annotations
@@ -10,21 +10,21 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from zerospeech_api.accounts.deps import PathUser
 from zerospeech_api.deps import (
+    AUTHENTICATED,
     CurrentUser,
     DatabaseRoute,
     OptionalCallerDep,
-    OwnedSubmission,
-    PathUser,
+    PublicRoute,
     SessionDep,
     SettingsDep,
-    UploadTargetDep,
 )
-from zerospeech_api.errors import ERROR_RESPONSES, RequestTimeout
-from zerospeech_api.submissions import service, storage, uploads
+from zerospeech_api.errors import ERROR_RESPONSES
+from zerospeech_api.submissions import service, uploads
+from zerospeech_api.submissions.deps import OwnedSubmission, UploadTargetDep
 from zerospeech_api.submissions.schemas import (
     ContentStatus,
     Deleted,
@@ -35,7 +35,10 @@ from zerospeech_api.submissions.schemas import (
     SubmissionList,
 )
 
-router = APIRouter(tags=["submissions"], route_class=DatabaseRoute)
+router = APIRouter(tags=["submissions"], route_class=DatabaseRoute, dependencies=AUTHENTICATED)
+public = APIRouter(tags=["submissions"], route_class=PublicRoute)
+# content/add only: its dependency authenticates (see `deps.authenticates`).
+upload = APIRouter(tags=["submissions"], route_class=DatabaseRoute)
 log = logging.getLogger("zerospeech_api.submissions")
 
 
@@ -64,7 +67,7 @@ def list_submissions(owner: PathUser, session: SessionDep) -> dict[str, Any]:
     return {"submissions": [service.submission_view(s, full=True) for s in found]}
 
 
-@router.get("/submissions/{submission_id}/content/status", response_model=ContentStatus)
+@public.get("/submissions/{submission_id}/content/status", response_model=ContentStatus)
 def content_status(submission_id: str, session: SessionDep) -> dict[str, str]:
     """Upload status, without authentication (the zrc client sends no token here)."""
     return uploads.content_status(session=session, submission_id=submission_id)
@@ -87,10 +90,12 @@ PART_BODY = {
 }
 
 
-IDLE_RESPONSE = {408: {**ERROR_RESPONSES[400], "description": "The body stalled: aborted"}}
+IDLE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    408: {**ERROR_RESPONSES[400], "description": "The body stalled: aborted"}
+}
 
 
-@router.post(
+@upload.post(
     "/submissions/{submission_id}/content/add",
     response_model=PartAccepted,
     openapi_extra=PART_BODY,
@@ -100,41 +105,34 @@ async def content_add(request: Request, target: UploadTargetDep) -> Any:
     """Upload one part (multipart/form-data, one file field `file`); `part_name` must be a name
     from the index. When the last part is in, the server joins and verifies the archive."""
     state = request.app.state
-    uploads.check_room(state.settings, target, request.headers.get("content-length"))
     try:
-        received = await uploads.receive_file(
-            request.stream(),
+        progress = await uploads.add_part(
+            db=state.db,
+            settings=state.settings,
+            assembler=state.assembler,
+            target=target,
+            chunks=request.stream(),
             content_type=request.headers.get("content-type"),
-            directory=storage.tmp_dir(state.settings),
-            label=target.submission_id,
-            max_bytes=target.max_bytes,
-            too_big_message=target.too_big_message,
-            idle_timeout=state.settings.upload_idle_timeout_seconds,
+            content_length=request.headers.get("content-length"),
         )
     except ClientDisconnect:
         # The client went away mid-part (it will resend it): nothing was kept, nobody listens.
         log.info("upload of %s interrupted by the client", target.entry.filename)
         return Response(status_code=400)
-    except RequestTimeout:
-        log.info("upload of %s stalled: aborted", target.entry.filename)
-        raise
-    try:
-        uploads.verify(target, received)
-        progress = await run_in_threadpool(
-            uploads.store_part,
-            db=state.db,
-            settings=state.settings,
-            target=target,
-            received=received,
-        )
-    finally:
-        await run_in_threadpool(received.discard)
-    if progress.completed:
-        state.assembler.submit(target.submission_id)
     return {"completed": progress.completed, "remaining": progress.remaining}
 
 
-@router.get("/submissions/{submission_id}/info", response_model=SubmissionInfo)
+@public.get("/models/{model_id}/submissions/list", response_model=SubmissionList)
+def model_submissions(
+    model_id: str, caller: OptionalCallerDep, session: SessionDep
+) -> dict[str, Any]:
+    """Submissions of a model: all for the owner/admin, the published ones for anyone else."""
+    user = caller.user if caller else None
+    found, full = service.model_submissions(session=session, model_id=model_id, user=user)
+    return {"submissions": [service.submission_view(s, full=full) for s in found]}
+
+
+@public.get("/submissions/{submission_id}/info", response_model=SubmissionInfo)
 def submission_info(
     submission_id: str, caller: OptionalCallerDep, session: SessionDep
 ) -> dict[str, Any]:

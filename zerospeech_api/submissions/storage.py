@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -119,17 +118,9 @@ def join_lock_path(settings: Settings, submission_id: str) -> Path:
 
 
 def tmp_dir(settings: Settings) -> Path:
-    """Scratch space on the same file system as the data (so renames are atomic)."""
-    return settings.data_dir / "tmp"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """This host's scratch space, <data>/nodes/<node>/tmp: on the same file system as the
+    data (so renames are atomic), and swept by this host only."""
+    return settings.node_dir / "tmp"
 
 
 def free_bytes(settings: Settings) -> int:

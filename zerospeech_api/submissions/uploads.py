@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -26,16 +27,21 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import anyio.to_thread
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zerospeech_api.benchmarks.service import archive_limit
+from zerospeech_api.db.cluster import db_now
 from zerospeech_api.db.engine import Database
-from zerospeech_api.db.tables import Submission, SubmissionPart, SubmissionStatus, User, utcnow
+from zerospeech_api.db.tables import Submission, SubmissionPart, SubmissionStatus, User
 from zerospeech_api.errors import BadRequest, Conflict, NotFound, RequestTimeout
+from zerospeech_api.files import fsync_dir
+from zerospeech_api.security.sessions import authenticate
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage, tempfiles
 from zerospeech_api.submissions.events import log_event
@@ -45,6 +51,13 @@ from zerospeech_api.submissions.service import (
     get_submission,
     owned_submission,
 )
+
+if TYPE_CHECKING:
+    # python_multipart declares its callback types for type checkers only; assembly imports
+    # this module.
+    from python_multipart.multipart import MultipartCallbacks
+
+    from zerospeech_api.submissions.assembly import Assembler
 
 # Messages (tests import them).
 NOT_UPLOADING = "submission {id} is {status}: it accepts no more content"
@@ -115,6 +128,30 @@ def plan_upload(
         entry=PartEntry(part.position, part.filename, part.size, part.md5),
         max_bytes=max_bytes,
     )
+
+
+def upload_target(
+    *,
+    db: Database,
+    settings: Settings,
+    token: str,
+    submission_id: str,
+    part_name: str,
+    content_length: str | None,
+) -> UploadTarget:
+    """Authenticate and authorise a content/add before its body is read, in a short read-only
+    session of its own (no transaction may stay open while the body streams)."""
+    with db.session(read_only=True) as session:
+        user, _ = authenticate(session=session, settings=settings, token=token)
+        target = plan_upload(
+            session=session,
+            settings=settings,
+            submission_id=submission_id,
+            user=user,
+            part_name=part_name,
+        )
+    check_declared_length(target, content_length)
+    return target
 
 
 def check_room(settings: Settings, target: UploadTarget, content_length: str | None) -> None:
@@ -225,7 +262,7 @@ class _FormReader:
         self._header_value = bytearray()
         self._headers: dict[bytes, bytes] = {}
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.on_part_begin,
             "on_header_field": self.on_header_field,
@@ -330,7 +367,7 @@ async def receive_file(
     boundary = _boundary(content_type)
     loop = asyncio.get_running_loop()
     reader = _FormReader(max_bytes)
-    parser = MultipartParser(boundary, reader.callbacks())  # type: ignore[arg-type]
+    parser = MultipartParser(boundary, reader.callbacks())
     received = ReceivedFile(directory, label)
     pending: asyncio.Future[None] | None = None
     syncing: asyncio.Future[None] | None = None
@@ -425,7 +462,7 @@ def place(source: Path, targets: list[Path]) -> None:
                 staging.unlink()  # e.g. the disk filled up during the copy: leave no half file
             raise
     os.replace(source, targets[-1])
-    storage.fsync_dir(targets[-1].parent)
+    fsync_dir(targets[-1].parent)
 
 
 def store_part(
@@ -455,7 +492,7 @@ def store_part(
         directory = storage.parts_dir(settings, submission.id)
         directory.mkdir(parents=True, exist_ok=True)
         place(received.path, [storage.part_path(settings, submission.id, p.position) for p in same])
-        now = utcnow()
+        now = db_now(session)  # the database's clock: the age of uploads is read with it
         fresh = [p for p in same if p.received_at is None]
         for part in fresh:
             part.received_at = now
@@ -470,6 +507,47 @@ def store_part(
             )
     received.release()
     return PartProgress(completed=not remaining, remaining=remaining)
+
+
+async def add_part(
+    *,
+    db: Database,
+    settings: Settings,
+    assembler: Assembler,
+    target: UploadTarget,
+    chunks: AsyncIterator[bytes],
+    content_type: str | None,
+    content_length: str | None,
+) -> PartProgress:
+    """The content/add use case: check the room, stream the body to a temp file, verify it
+    against the index, store it; the last part hands the submission to the assembler."""
+    check_room(settings, target, content_length)
+    try:
+        received = await receive_file(
+            chunks,
+            content_type=content_type,
+            directory=storage.tmp_dir(settings),
+            label=target.submission_id,
+            max_bytes=target.max_bytes,
+            too_big_message=target.too_big_message,
+            idle_timeout=settings.upload_idle_timeout_seconds,
+        )
+    except RequestTimeout:
+        log.info("upload of %s stalled: aborted", target.entry.filename)
+        raise
+    try:
+        verify(target, received)
+        # The request's thread pool (the one sync routes use), as the route used to.
+        progress = await anyio.to_thread.run_sync(
+            functools.partial(
+                store_part, db=db, settings=settings, target=target, received=received
+            )
+        )
+    finally:
+        await anyio.to_thread.run_sync(received.discard)
+    if progress.completed:
+        assembler.submit(target.submission_id)
+    return progress
 
 
 def content_status(*, session: Session, submission_id: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from logging import getLogger
 import sqlalchemy as sa
 from alembic import op
 
-from zerospeech_api.security.inputs import name_key
+from zerospeech_api.db.keys import name_key
 
 revision: str = "0002"
 down_revision: str | None = "0001"

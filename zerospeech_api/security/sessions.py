@@ -7,6 +7,7 @@ import datetime as dt
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from zerospeech_api.db.engine import rows_changed
 from zerospeech_api.db.tables import AuthSession, User, utcnow
 from zerospeech_api.errors import Unauthorized
 from zerospeech_api.security.tokens import (
@@ -75,7 +76,7 @@ def revoke_all_sessions(*, session: Session, user_id: int) -> int:
         .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
-    return session.execute(statement).rowcount or 0
+    return rows_changed(session, statement)
 
 
 def open_session_count(*, session: Session, user_id: int) -> int:

@@ -15,7 +15,10 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 CHUNK = 1024 * 1024
 
@@ -159,12 +162,13 @@ class _Window(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
         if self.left <= 0:
             return 0
+        view = memoryview(buffer).cast("B")
         self.handle.seek(self.pos)
-        data = self.handle.read(min(len(buffer), self.left))
-        buffer[: len(data)] = data
+        data = self.handle.read(min(len(view), self.left))
+        view[: len(data)] = data
         self.pos += len(data)
         self.left -= len(data)
         return len(data)

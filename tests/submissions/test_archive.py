@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.evaluation import many_entries_zip, run_on_small_disk, zip_bytes
-from zerospeech_api.evaluation import unpack as u
+from tests.helpers.disk import run_on_small_disk
+from tests.helpers.factories import many_entries_zip, zip_bytes
+from zerospeech_api.submissions import archive as u
 
 
 def files_under(path: Path) -> set[str]:
@@ -125,7 +126,7 @@ def test_read_member_reads_one_file_with_the_same_rules(tmp_path: Path) -> None:
 MEASURE = """
 import resource, sys
 from pathlib import Path
-from zerospeech_api.evaluation import unpack as u
+from zerospeech_api.submissions import archive as u
 archive, destination = Path(sys.argv[1]), Path(sys.argv[2])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
@@ -219,7 +220,7 @@ def test_damaged_data_and_unknown_methods_are_the_archives_fault(tmp_path: Path)
 FILL_DURING_UNPACK = """
 import sys
 from pathlib import Path
-from zerospeech_api.evaluation import unpack as u
+from zerospeech_api.submissions import archive as u
 archive, mount = Path(sys.argv[1]), Path(sys.argv[2])
 filled = []
 

@@ -24,11 +24,11 @@ from zerospeech_api.accounts.schemas import (
 from zerospeech_api.deps import (
     ClientAddressDep,
     DatabaseDep,
-    DatabaseRoute,
     MailerDep,
+    PublicRoute,
     SettingsDep,
 )
-from zerospeech_api.errors import READ_ONLY_DETAIL, DomainError
+from zerospeech_api.errors import READ_ONLY_DETAIL, DomainError, validation_lines
 from zerospeech_api.pages.csrf import require_csrf
 from zerospeech_api.pages.render import form_page
 from zerospeech_api.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
@@ -44,7 +44,7 @@ RESET_DONE = "Your password is changed and every session has ended: log in again
 router = APIRouter(
     prefix="/page",
     include_in_schema=False,
-    route_class=DatabaseRoute,
+    route_class=PublicRoute,
     dependencies=[Depends(require_csrf)],
 )
 
@@ -87,16 +87,6 @@ def message(
     )
 
 
-def validation_messages(exc: ValidationError) -> list[str]:
-    """Readable lines from a pydantic error, without echoing the values."""
-    lines = []
-    for error in exc.errors():
-        field = ".".join(str(p) for p in error.get("loc", ()))
-        text = error.get("msg", "invalid")
-        lines.append(f"{field.replace('_', ' ')}: {text}" if field else text)
-    return lines
-
-
 @router.get("/signup")
 def signup_form(request: Request) -> HTMLResponse:
     return render(request, "accounts/signup.html", title="Sign up", form={})
@@ -127,7 +117,7 @@ def signup_submit(
         data = SignupRequest(**form, password=password)
         service.signup(db=db, settings=settings, mailer=mailer, data=data, client_address=address)
     except ValidationError as exc:
-        errors = validation_messages(exc)
+        errors = validation_lines(exc.errors(), words=True)
     except DomainError as exc:
         errors = [exc.detail]
     else:
@@ -149,7 +139,7 @@ def verify(
     """With ?token= from the mail, verifies at once; without, a form to paste it or resend."""
     if not token:
         return render(request, "accounts/verify.html", title="Verify your e-mail address")
-    if settings.read_only:  # a GET that writes: the read-only switch does not cover it
+    if request.app.state.read_only.active:  # a GET that writes: the middleware lets it pass
         return message(
             request, title="Try later", text=READ_ONLY_DETAIL, success=False, status_code=423
         )
@@ -183,7 +173,7 @@ def ask_for_mail(
     try:
         data = EmailRequest(email=email)
     except ValidationError as exc:
-        errors = validation_messages(exc)
+        errors = validation_lines(exc.errors(), words=True)
         return render(request, form, title=title, errors=errors, status_code=400)
     send(email=data.email, **deps)
     return message(request, title="Check your mail", text=sent, success=True)

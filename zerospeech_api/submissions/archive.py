@@ -16,9 +16,9 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, TypeGuard
 
-from zerospeech_api.evaluation.zipstream import (
+from zerospeech_api.submissions.zipstream import (
     BZIP2,
     DEFLATED,
     FLAG_ENCRYPTED,
@@ -135,7 +135,7 @@ def _check_member(member: Member) -> PurePosixPath:
     return path
 
 
-def is_space_error(exc: BaseException) -> bool:
+def is_space_error(exc: BaseException) -> TypeGuard[OSError]:
     """True for ENOSPC/EDQUOT: the disk is full (the server's fault, never the archive's)."""
     return isinstance(exc, OSError) and exc.errno in SPACE_ERRNOS
 

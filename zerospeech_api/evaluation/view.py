@@ -18,7 +18,7 @@ from zerospeech_api.db.tables import (
 )
 from zerospeech_api.errors import Conflict, Forbidden, Unauthorized
 from zerospeech_api.evaluation.attempt import current_log_path
-from zerospeech_api.evaluation.evaluators import read_results, results_path
+from zerospeech_api.leaderboards.results import read_results, results_path
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions.events import submission_events
 from zerospeech_api.submissions.service import NOT_YOURS, can_manage, get_submission

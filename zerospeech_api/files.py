@@ -1,0 +1,38 @@
+"""Durable file writes: a file replaced whole (temp file, fsync, rename, fsync of the folder)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename (or a new name) inside the folder `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes | str, *, mode: int = 0o600) -> None:
+    """Replace `path` with `data` (text as UTF-8), with permissions `mode`.
+
+    Readers see the old file or the new one, never half of it (a temporary file in the same
+    folder, renamed over `path`); once this returns, the new file survives a crash (the file
+    and the folder entry are fsynced). The folder is created if missing.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
