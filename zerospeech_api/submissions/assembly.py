@@ -44,11 +44,9 @@ from zerospeech_api.files import fsync_dir
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage, tempfiles
 from zerospeech_api.submissions.events import log_event, set_status
-from zerospeech_api.submissions.uploads import TMP_PREFIX
 
 log = logging.getLogger("zerospeech_api.submissions.assembly")
 
-JOIN_PREFIX = "join-"
 COPY_CHUNK = 4 << 20
 # A folder without a row is removed only when untouched for this long: whoever writes files
 # before committing the row (or is about to) is never raced.
@@ -169,7 +167,7 @@ def _join(
     # finish what was already accepted.
     storage.require_room(settings, size, reserve=0)
     fd, joined = tempfiles.create_locked(
-        storage.tmp_dir(settings), f"{JOIN_PREFIX}{submission_id}-"
+        storage.tmp_dir(settings), f"{tempfiles.JOIN_PREFIX}{submission_id}-"
     )
     try:
         try:
@@ -262,7 +260,9 @@ def unjoined(*, session: Session) -> list[str]:
 
 def sweep_tmp(settings: Settings, *, min_age: float = tempfiles.MIN_AGE_SECONDS) -> int:
     """Delete upload/join temp files left by dead processes (a live writer holds their lock)."""
-    return tempfiles.sweep(storage.tmp_dir(settings), (TMP_PREFIX, JOIN_PREFIX), min_age=min_age)
+    return tempfiles.sweep(
+        storage.tmp_dir(settings), (tempfiles.UPLOAD_PREFIX, tempfiles.JOIN_PREFIX), min_age=min_age
+    )
 
 
 def sweep_orphans(

@@ -1,10 +1,10 @@
 """Temp files owned by a live process: created locked, swept once their owner is gone.
 
-Every temp file of an upload or a join lives in <data>/tmp and is flock'ed by its writer for as
-long as it exists under its temp name. The kernel drops the lock when the process dies (kill -9
-included), so a sweep removes exactly the files whose lock it can take: the living keep theirs,
-whatever their age. This is the one place that knows the rule (a multi-host data folder needs a
-different notion of "alive" here, and nowhere else).
+Every temp file of an upload or a join lives in its host's node folder
+(<data>/nodes/<node>/tmp) and is flock'ed by its writer for as long as it exists under its temp
+name. The kernel drops the lock when the process dies (kill -9 included), so a sweep removes
+exactly the files whose lock it can take: the living keep theirs, whatever their age. Only
+processes of one host share a node folder, so the lock never has to hold across hosts.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 SUFFIX = ".tmp"
+# What the temp name of a part being received, and of an archive being joined, starts with.
+UPLOAD_PREFIX = "upload-"
+JOIN_PREFIX = "join-"
 # Only a safety margin: creation cannot be seen unlocked (see `create_locked`), so a dead
 # writer's file goes at the first sweep after it has been idle this long.
 MIN_AGE_SECONDS = 5.0

@@ -81,7 +81,6 @@ FLUSH_BYTES = 1 << 20  # hand the disk + MD5 thread 1 MiB at a time
 # Start writing back to disk while the rest streams in, so the fsync before the
 # acknowledgement has little left to do (it would otherwise stall the end of every part).
 SYNC_EVERY = 16 << 20
-TMP_PREFIX = "upload-"
 
 
 @dataclass(frozen=True)
@@ -183,7 +182,7 @@ class ReceivedFile:
     """
 
     def __init__(self, directory: Path, label: str) -> None:
-        fd, self.path = tempfiles.create_locked(directory, f"{TMP_PREFIX}{label}-")
+        fd, self.path = tempfiles.create_locked(directory, f"{tempfiles.UPLOAD_PREFIX}{label}-")
         self._file = os.fdopen(fd, "wb")
         self._lock = threading.Lock()
         self._md5 = hashlib.md5()
