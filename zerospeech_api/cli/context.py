@@ -48,6 +48,26 @@ class CliContext:
             raise click.ClickException(str(exc)) from None
         return db
 
+    def prepare_to_run(self) -> None:
+        """What `serve`, `worker`, `dev` and `supervise` do before starting anything: fail early
+        on bad settings, create the data folder, migrate (once, before forking) and check that the
+        data folder is writable and the one the database belongs to."""
+        from zerospeech_api.cluster import SharedFolderError, check_shared_folder
+
+        settings = self.settings
+        try:
+            settings.require_secret()
+        except Exception as exc:
+            raise click.ClickException(str(exc)) from None
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = self.db  # touching db applies the migrations
+        try:
+            check_shared_folder(settings=settings, db=db)
+        except SharedFolderError as exc:
+            raise click.ClickException(str(exc)) from None
+        finally:
+            db.dispose()
+
     def close(self) -> None:
         """Release the database pool if a command opened it (the root group calls this)."""
         if "db" in vars(self):

@@ -90,13 +90,6 @@ def check(ctx: CliContext) -> None:
     click.echo("check: ok")
 
 
-def _prepare_supervise(ctx: CliContext) -> None:
-    """What `serve` would check, done once before supervisord starts N children."""
-    from zerospeech_api.cli.run import _prepare
-
-    _prepare(ctx)
-
-
 def _switch_user(ctx: CliContext, user: str) -> None:
     """Become `user` (supervise started as root), check what it needs, start again as it."""
     from zerospeech_api.appliance import supervisor
@@ -167,7 +160,7 @@ def supervise(ctx: CliContext, config: Path | None, print_config: bool) -> None:
         _switch_user(ctx, plan.switch_to)
     if plan.warning:
         click.echo(plan.warning, err=True)
-    _prepare_supervise(ctx)  # secret, data folder, migrations: once, not in every child
+    ctx.prepare_to_run()  # secret, data folder, migrations: once, not in every child
     from zerospeech_api.metrics.folder import use_metrics_folder
 
     use_metrics_folder(settings)  # a fresh start: no counts of the previous run's processes

@@ -17,26 +17,6 @@ PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 DEV_WORKER_STOP_MARGIN = 5
 
 
-def _prepare(ctx: CliContext) -> None:
-    """Fail early on bad settings, create the data folder, migrate (once, before forking) and
-    check that the data folder is writable and the one the database belongs to."""
-    from zerospeech_api.cluster import SharedFolderError, check_shared_folder
-
-    settings = ctx.settings
-    try:
-        settings.require_secret()
-    except Exception as exc:
-        raise click.ClickException(str(exc)) from None
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = ctx.db  # touching ctx.db applies the migrations
-    try:
-        check_shared_folder(settings=settings, db=db)
-    except SharedFolderError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        db.dispose()
-
-
 def start_dev_worker(env_file: str | None) -> subprocess.Popen[bytes]:
     """One evaluation worker (`worker`, same executable) that gets SIGTERM if `dev` dies."""
     from zerospeech_api.appliance.pyz import program_command
@@ -88,7 +68,7 @@ def dev(ctx: CliContext, demo: bool, no_worker: bool, uvicorn_args: tuple[str, .
     from zerospeech_api.cli.ops import initialise
 
     initialise(ctx, demo=demo)
-    _prepare(ctx)
+    ctx.prepare_to_run()
     use_metrics_folder(ctx.settings)
     if ctx.env_file:
         # The reloader starts fresh processes: they find the same .env through the environment.
@@ -121,7 +101,7 @@ def serve(ctx: CliContext, gunicorn_args: tuple[str, ...]) -> None:
     from zerospeech_api.appliance.gunicorn_app import ZeroSpeechGunicorn
     from zerospeech_api.settings import load_settings
 
-    _prepare(ctx)
+    ctx.prepare_to_run()
     use_metrics_folder(ctx.settings)
     env_file = ctx.env_file
     if env_file:
@@ -140,7 +120,7 @@ def worker(ctx: CliContext, once: bool) -> None:
     from zerospeech_api.evaluation.worker import run_worker
     from zerospeech_api.logs import setup_logging
 
-    _prepare(ctx)
+    ctx.prepare_to_run()
     setup_logging(ctx.settings.log_level)
     run_worker(settings=ctx.settings, once=once)
 
