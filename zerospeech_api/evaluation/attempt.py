@@ -9,18 +9,33 @@ leave the folder only through the publication step, which is atomic with the own
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from zerospeech_api.db.tables import EvaluatorRunner
 from zerospeech_api.evaluation import jobs
+from zerospeech_api.leaderboards.results import SubmissionFacts
 from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage
 
 LOG_NAME = "evaluation.log"
 # Folders that can be large and are never needed after the attempt ends (the log stays).
 SCRATCH = ("unpacked", "unpacked.partial", "work")
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything read from the database before the slow work starts."""
+
+    facts: SubmissionFacts
+    evaluator_kind: str
+    command: str | None
+    timeout: float
+    leaderboard_paths: list[str]
+    runner: str = EvaluatorRunner.LOCAL
+    sbatch_args: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

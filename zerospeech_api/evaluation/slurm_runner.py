@@ -5,7 +5,7 @@ folder and submits it with `sbatch` (slurm.py), without waiting; one thread then
 Slurm job of the worker: one `squeue` per `slurm_poll_seconds`, lease renewals, the job's
 output copied into the attempt's log as it grows, and, when the Slurm job ends, its exit code
 and entry file turned into the same `Outcome` the local runner gives, recorded and published by
-the worker's one completion path (`Worker.conclude`).
+the worker's one completion path (`Worker.conclude`, reached through `WorkerHooks`).
 
 Nothing is run twice and no Slurm job is forgotten:
 - `slurm_active` is set (conditional on the lease) before `sbatch` runs, the Slurm job id is
@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy import select, update
 
@@ -47,7 +47,12 @@ from zerospeech_api.db.tables import (
     SubmissionStatus,
 )
 from zerospeech_api.evaluation import jobs
-from zerospeech_api.evaluation.attempt import AttemptFiles, remove_scratch, remove_stale_scratch
+from zerospeech_api.evaluation.attempt import (
+    AttemptFiles,
+    JobPlan,
+    remove_scratch,
+    remove_stale_scratch,
+)
 from zerospeech_api.evaluation.evaluators import (
     Cancelled,
     LogSink,
@@ -70,11 +75,36 @@ from zerospeech_api.evaluation.slurm import (
     read_exit_code,
     time_limit_minutes,
 )
+from zerospeech_api.settings import Settings
 from zerospeech_api.submissions import storage
 from zerospeech_api.submissions.events import log_event
 
-if TYPE_CHECKING:
-    from zerospeech_api.evaluation.worker import JobPlan, Worker
+
+class WorkerHooks(Protocol):
+    """What the runner uses of the worker that owns it (worker.py's `Worker`)."""
+
+    settings: Settings
+    db: Database
+    identity: str
+
+    def plan(self, submission_id: str) -> JobPlan: ...
+
+    def fault(self, submission_id: str, exc: Exception) -> Outcome: ...
+
+    def unpack_into(
+        self, claimed: jobs.Claimed, lease: Lease, sink: LogSink, files: AttemptFiles
+    ) -> Outcome | None: ...
+
+    def conclude(
+        self,
+        claimed: jobs.Claimed,
+        lease: Lease,
+        sink: LogSink | None,
+        files: AttemptFiles,
+        outcome: Outcome,
+        started: float,
+    ) -> bool: ...
+
 
 log = logging.getLogger("zerospeech_api.worker")
 
@@ -203,7 +233,7 @@ def evaluator_runner(*, db: Database, submission_id: str) -> str:
 class SlurmRunner:
     """Submits a worker's Slurm evaluations and follows them from one thread."""
 
-    def __init__(self, worker: Worker, *, slurm: Slurm | None = None) -> None:
+    def __init__(self, worker: WorkerHooks, *, slurm: Slurm | None = None) -> None:
         self.worker = worker
         self.settings = worker.settings
         self.db = worker.db

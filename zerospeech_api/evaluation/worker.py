@@ -24,7 +24,6 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from types import FrameType
 
 from sqlalchemy import select
@@ -40,7 +39,7 @@ from zerospeech_api.db.tables import (
     SubmissionStatus,
 )
 from zerospeech_api.evaluation import jobs
-from zerospeech_api.evaluation.attempt import AttemptFiles, remove_stale_scratch
+from zerospeech_api.evaluation.attempt import AttemptFiles, JobPlan, remove_stale_scratch
 from zerospeech_api.evaluation.evaluators import (
     Cancelled,
     LogSink,
@@ -55,7 +54,6 @@ from zerospeech_api.evaluation.slurm_runner import SlurmRunner
 from zerospeech_api.evaluation.watchdog import Watchdog, worker_fixes
 from zerospeech_api.files import fsync_dir
 from zerospeech_api.leaderboards.results import (
-    SubmissionFacts,
     results_path,
     submission_facts,
     write_results,
@@ -86,19 +84,6 @@ PLATFORM_FAILURE = "platform-failure"
 def worker_identity(node: str | None = None) -> str:
     """node:pid:random (the node name, else the host name), unique across hosts and restarts."""
     return f"{node or socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-@dataclass(frozen=True)
-class JobPlan:
-    """Everything read from the database before the slow work starts."""
-
-    facts: SubmissionFacts
-    evaluator_kind: str
-    command: str | None
-    timeout: float
-    leaderboard_paths: list[str]
-    runner: str = EvaluatorRunner.LOCAL
-    sbatch_args: list[str] = field(default_factory=list)
 
 
 class Worker:
