@@ -140,6 +140,31 @@ def test_evaluating_past_its_time_limit_names_the_worker_to_stop(
     assert "past its time limit of 5 s" in found[key].reason and not found[key].fixable
 
 
+def test_a_slurm_evaluation_waiting_in_the_cluster_queue_is_not_overdue(
+    make_settings, migrated_database_url: str, db: Database
+) -> None:
+    settings = make_settings(database_url=migrated_database_url, evaluation_overdue_seconds=10)
+    user = make_user(db, settings)
+    make_evaluator(db, "slow", f"{sys.executable} -c pass", timeout=5)
+    bench = make_benchmark(db, evaluator="slow")
+    pending = make_submission(db, settings, user, benchmark_id=bench, status="evaluating")
+    now = utcnow()
+    add_worker(db, "login-1:4242:ab", seen=now, node="login-1", pid=4242)
+    add_job(
+        db,
+        pending,
+        state=JobState.RUNNING,
+        lease_owner="login-1:4242:ab",
+        lease_expires_at=now + HOUR,
+        started_at=now - HOUR,
+        claims=1,
+        slurm_active=True,
+        slurm_job_id="1234",
+        slurm_claim=1,
+    )
+    assert problems(db, settings) == {}
+
+
 def test_queued_while_no_worker_is_alive(settings: Settings, db: Database) -> None:
     user = make_user(db, settings)
     bench = make_benchmark(db)

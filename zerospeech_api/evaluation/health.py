@@ -231,6 +231,9 @@ def _overdue(session: Session, settings: Settings, now: dt.datetime) -> list[Pro
             Job.state == JobState.RUNNING,
             Job.lease_expires_at >= now - dead_after(settings),
             Job.started_at.is_not(None),
+            # A Slurm job may wait in the cluster's queue for hours, and once it runs Slurm
+            # itself ends it at its time limit: only a local evaluation can overstay.
+            Job.slurm_active.is_(False),
         )
         .order_by(Job.started_at)
     ).all()
