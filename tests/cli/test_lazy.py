@@ -154,3 +154,16 @@ def test_a_mistyped_command_is_told_the_closest_names(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "No such command 'user'" in result.stderr and "'users'" in result.stderr
+
+
+def test_the_app_leaves_pages_and_tokens_to_their_first_use(tmp_path: Path) -> None:
+    """`import zerospeech_api.app` (the gunicorn master, before /health can answer) loads
+    neither jinja2 nor PyJWT: the first page, mail or login does."""
+    code = "import json, sys, zerospeech_api.app; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    modules = set(json.loads(result.stdout))
+    assert {"zerospeech_api.pages.render", "zerospeech_api.security.tokens"} <= modules
+    assert heavy(modules, ("jinja2", "jwt")) == []

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
 from argon2 import PasswordHasher
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -52,6 +52,9 @@ from zerospeech_api.security.sessions import (
 from zerospeech_api.security.tokens import digest, new_one_time_token
 from zerospeech_api.settings import Settings
 
+if TYPE_CHECKING:
+    import jinja2
+
 USERNAME_TAKEN = "this username is already taken"
 EMAIL_TAKEN = "an account with this e-mail address already exists"
 NAME_TAKEN = f"{USERNAME_TAKEN}, or {EMAIL_TAKEN}"
@@ -79,6 +82,8 @@ MAIL_TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "mai
 
 @lru_cache(maxsize=1)
 def _mail_templates() -> jinja2.Environment:
+    import jinja2  # here, not at the top: only sending a mail needs it, not a server start
+
     # Mail bodies are plain text: HTML-escaping would mangle names like O'Brien.
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(MAIL_TEMPLATES_DIR),

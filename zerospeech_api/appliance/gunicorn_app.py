@@ -108,6 +108,9 @@ class ZeroSpeechGunicorn(Application):
         the settings of the moment; the code is the master's, so new code needs a restart
         (`ctl restart api`), not a reload.
         """
+        # And anyio's asyncio backend: each worker would load it in its lifespan, before /health.
+        import anyio._backends._asyncio  # noqa: F401
+
         import zerospeech_api.app  # noqa: F401
 
         super().run()

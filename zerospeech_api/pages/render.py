@@ -12,9 +12,8 @@ import datetime as dt
 import functools
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -22,6 +21,9 @@ from zerospeech_api.leaderboards.cache import etag_of
 from zerospeech_api.leaderboards.definition import format_number
 from zerospeech_api.leaderboards.router import cached_response
 from zerospeech_api.pages import csrf
+
+if TYPE_CHECKING:
+    import jinja2
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -82,6 +84,8 @@ def web_url(value: Any) -> str | None:
 @functools.cache
 def environment() -> jinja2.Environment:
     """The one template environment: autoescape for every file, helpers as filters."""
+    import jinja2  # here, not at the top: a server start imports no page machinery it may not use
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=True,  # everything, whatever the file name

@@ -7,8 +7,6 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-import jwt
-
 ALGORITHM = "HS256"
 ISSUER = "zerospeech-api"
 
@@ -28,6 +26,8 @@ def issue_session_token(
     *, secret: str, username: str, lifetime: dt.timedelta, now: dt.datetime
 ) -> tuple[str, TokenClaims]:
     """A signed bearer token and its claims; `jti` names the server-side session row."""
+    import jwt  # here, not at the top: a server start needs no token until the first login
+
     claims = TokenClaims(username=username, jti=secrets.token_hex(16), expires_at=now + lifetime)
     token = jwt.encode(
         {
@@ -45,6 +45,8 @@ def issue_session_token(
 
 def decode_session_token(*, secret: str, token: str) -> TokenClaims:
     """Verified claims of a session token, or `InvalidToken`."""
+    import jwt  # see issue_session_token
+
     try:
         payload = jwt.decode(
             token,
