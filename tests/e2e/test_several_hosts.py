@@ -1,9 +1,9 @@
 """Two API hosts on one PostgreSQL and one shared data folder, nginx round robin in front (the
 shipped etc/nginx/zerospeech-api-cluster.conf), a worker on the second host only.
 
-Each host is its own `serve` process (the venv's, not the pyz: two pyz extractions would only
-add their first-run cost here; the pyz's own tests cover it) with its own .env, working folder
-and ZR_NODE_NAME; both are started at the same moment on a fresh database.
+Each host is its own `serve` of the built pyz, extracted into the host's own SHIV_ROOT (as on two
+machines), with its own .env, working folder and ZR_NODE_NAME; both are started at the same
+moment on a fresh database. Commands run by the operator (`init`, `migrate`) use the source tree.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from tests.helpers.factories import (
 from tests.helpers.nginx import nginx_argv, render_cluster_site, render_nginx
 from tests.helpers.postgres import PostgresCluster
 from tests.helpers.processes import Process, cli_command, free_port, wait_for, wait_until_responds
+from tests.helpers.pyz import Built
 from tests.helpers.server import Server, write_env
 from tests.helpers.zrc import ZrcDriver
 from zerospeech_api.cluster import FOLDER_ID_KEY, MARKER_NAME
@@ -59,15 +61,26 @@ class Hosts:
     upstream_log: Path
     settings: Settings
     db: Database
+    pyz: Path
     processes: list[Process] = field(default_factory=list)
+
+    def host_command(self, host: int) -> list[str]:
+        """The pyz as `host` runs it: `python zerospeech-api.pyz --env-file <its .env>`."""
+        return [sys.executable, str(self.pyz), "--env-file", str(self.envs[host])]
+
+    def start_server(self, host: int) -> Server:
+        return start_host(self.pyz, self.envs[host])
 
     def token(self) -> tuple[str, str]:
         """(username, bearer token) of a new verified user."""
         user = make_user(self.db, self.settings)
         return user.username, bearer(self.db, self.settings, user)["Authorization"].split()[1]
 
-    def process(self, argv: list[str], name: str) -> Process:
+    def process(self, argv: list[str], name: str, *, host: int | None = None) -> Process:
+        """A process of the cluster; with `host`, it extracts the pyz where that host does."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ZR_")}
+        if host is not None:
+            env["SHIV_ROOT"] = str(shiv_root(self.envs[host]))
         process = Process(argv, cwd=self.root, env=env, log=self.root / f"{name}.log")
         self.processes.append(process)
         return process
@@ -78,9 +91,20 @@ def host_env(folder: Path, values: dict[str, str], node: str) -> Path:
     return write_env(folder / "host.env", {**values, "ZR_NODE_NAME": node})
 
 
+def shiv_root(env_file: Path) -> Path:
+    """Where the host of `env_file` extracts the pyz: a folder of its own, not the shared one."""
+    return env_file.parent / "shiv"
+
+
+def start_host(pyz: Path, env_file: Path) -> Server:
+    command = [sys.executable, str(pyz)]
+    env = {"SHIV_ROOT": str(shiv_root(env_file))}
+    return Server(env_file, workers=2, timeout=60, command=command, env=env)
+
+
 @pytest.fixture(scope="module")
 def hosts(
-    postgres_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
+    postgres_cluster: PostgresCluster, built: Built, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hosts]:
     nginx = require_binary("nginx")
     root = tmp_path_factory.mktemp("cluster")
@@ -99,7 +123,7 @@ def hosts(
     envs = [host_env(root / node, common, node) for node in NODES]
     # Both hosts at the same moment on the fresh database: migrations and the folder's id once.
     with ThreadPoolExecutor(2) as pool:
-        servers = list(pool.map(lambda env: Server(env, workers=2, timeout=60), envs))
+        servers = list(pool.map(lambda env: start_host(built.pyz, env), envs))
     cli_process(root, "init", env_file=envs[0], check=True)  # the built-in rows (`scores`)
     folder = root / "nginx"
     folder.mkdir()
@@ -115,11 +139,13 @@ def hosts(
     )
     settings = load_settings(envs[0])
     db = Database(url)
-    cluster = Hosts(root, envs, servers, f"http://127.0.0.1:{port}", upstream_log, settings, db)
+    cluster = Hosts(
+        root, envs, servers, f"http://127.0.0.1:{port}", upstream_log, settings, db, built.pyz
+    )
     try:
         proxy = cluster.process(nginx_argv(nginx, config), "nginx")
         wait_until_responds(f"{cluster.nginx_url}/health", proxy)
-        cluster.process([*cli_command(), "--env-file", str(envs[1]), "worker"], "worker-web2")
+        cluster.process([*cluster.host_command(1), "worker"], "worker-web2", host=1)
         yield cluster
     finally:
         for process in cluster.processes:
@@ -140,6 +166,10 @@ def test_both_hosts_started_together_on_a_fresh_database(hosts: Hosts) -> None:
         assert (hosts.settings.data_dir / "nodes" / node / "run" / "metrics").is_dir()
     for server in hosts.servers:
         assert server.process.alive() and "Traceback" not in server.output()
+    # Each host runs the pyz from its own extraction, none in the shared folder.
+    for env_file in hosts.envs:
+        assert any(shiv_root(env_file).iterdir()), f"no extraction in {shiv_root(env_file)}"
+    assert not list(hosts.settings.data_dir.rglob("site-packages"))
 
 
 def test_an_upload_through_nginx_is_joined_evaluated_and_seen_alike_from_both_hosts(
@@ -188,8 +218,9 @@ def test_a_worker_whose_clock_runs_ahead_steals_no_job(hosts: Hosts, tmp_path: P
         zrc.wait_status("evaluating", timeout=60)  # claimed by web2's healthy worker
         # A worker on web1 whose clock is 40 s ahead: every lease (6 s) looks expired to it.
         skewed = hosts.process(
-            [faketime, "-f", "+40s", *cli_command(), "--env-file", str(hosts.envs[0]), "worker"],
+            [faketime, "-f", "+40s", *hosts.host_command(0), "worker"],
             "worker-web1-skewed",
+            host=0,
         )
 
         def skewed_worker_polls() -> bool:
@@ -340,7 +371,7 @@ def test_a_host_restarted_during_another_hosts_slow_upload_removes_none_of_its_f
         )
         # web2 restarts (its start-up sweeps temp files and orphans) while web1 still streams.
         web2.stop()
-        hosts.servers[1] = Server(hosts.envs[1], workers=2, timeout=60)
+        hosts.servers[1] = hosts.start_server(1)
         assert all(path.exists() for path in in_flight)
     finally:
         go_on.set()

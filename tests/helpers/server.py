@@ -80,6 +80,7 @@ class Server(HttpProcess):
         command: list[str] | None = None,
         extra_args: tuple[str, ...] | list[str] = (),
         timeout: float = 30,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.env_file = env_file
         port = free_port()
@@ -94,9 +95,15 @@ class Server(HttpProcess):
             str(workers),
             *extra_args,
         ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ZR_")}
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("ZR_")}
         super().__init__(
-            "serve", argv, port=port, cwd=env_file.parent, env=env, ready="/health", timeout=timeout
+            "serve",
+            argv,
+            port=port,
+            cwd=env_file.parent,
+            env={**environment, **(env or {})},
+            ready="/health",
+            timeout=timeout,
         )
 
 
