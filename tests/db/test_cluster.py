@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from tests.helpers.factories import make_benchmark, make_submission, make_user, status_of
 from tests.helpers.processes import wait_for
@@ -97,6 +97,28 @@ def test_db_now_is_the_database_clock(db: Database, backend: str) -> None:
             assert now == server  # the transaction's time, not this host's
     assert now.tzinfo is not None
     assert abs((now - utcnow()).total_seconds()) < 5
+
+
+@POSTGRES_ONLY
+def test_db_now_asks_the_database_once_per_transaction(db: Database) -> None:
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with db.session() as session:
+            first = db_now(session)
+            assert db_now(session) == first
+            assert statements.count("SELECT now()") == 1
+            session.commit()
+            session.execute(text("SELECT pg_sleep(0.01)"))
+            second = db_now(session)  # a new transaction: its own start time
+            assert second > first
+            assert statements.count("SELECT now()") == 2
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
 
 
 @POSTGRES_ONLY

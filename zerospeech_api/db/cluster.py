@@ -26,6 +26,9 @@ from sqlalchemy.orm import Session
 
 from zerospeech_api.db.tables import utcnow
 
+# session.info key of (transaction, its now()): now() does not change within a transaction.
+_NOW_KEY = "zerospeech_api.db_now"
+
 
 def is_postgres(bind: Session | Connection | Engine) -> bool:
     """True when `bind` talks to PostgreSQL (else SQLite)."""
@@ -38,13 +41,21 @@ def db_now(session: Session) -> dt.datetime:
     """The database's current time (aware UTC), the one clock all hosts agree on.
 
     On PostgreSQL it is the start of the session's transaction (stable within it, so a claim's
-    start and lease end are consistent); on SQLite the local clock, without a query."""
+    start and lease end are consistent), read once per transaction: a status change and its log
+    line cost one query, not two. On SQLite the local clock, without a query."""
     if not is_postgres(session):
         return utcnow()
+    transaction = session.get_transaction()
+    cached = session.info.get(_NOW_KEY)
+    if cached is not None and transaction is not None and cached[0] is transaction:
+        cached_now: dt.datetime = cached[1]
+        return cached_now
     value = session.execute(text("SELECT now()")).scalar_one()
     if not isinstance(value, dt.datetime):
         raise TypeError(f"now() gave {type(value).__name__}")
-    return value.astimezone(dt.UTC)
+    now = value.astimezone(dt.UTC)
+    session.info[_NOW_KEY] = (session.get_transaction(), now)
+    return now
 
 
 def lock_key(name: str) -> int:
