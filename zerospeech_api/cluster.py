@@ -12,9 +12,7 @@ the cluster-wide read-only switch, both kept in the `cluster_settings` table.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import secrets
 import tempfile
 import threading
@@ -26,6 +24,7 @@ from sqlalchemy.orm import Session
 from zerospeech_api.db.cluster import db_now, named_lock
 from zerospeech_api.db.engine import Database
 from zerospeech_api.db.tables import ClusterSetting
+from zerospeech_api.files import write_atomically
 from zerospeech_api.settings import Settings
 
 log = logging.getLogger("zerospeech_api.cluster")
@@ -69,20 +68,6 @@ def _read_marker(path: Path) -> str | None:
         return None
 
 
-def _write_marker(path: Path, value: str) -> None:
-    fd, temp = tempfile.mkstemp(prefix=".folder-id-", dir=path.parent)
-    try:
-        with open(fd, "w", encoding="ascii") as handle:
-            handle.write(value + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
 def _check_writable(settings: Settings) -> None:
     """Create this host's node folder and write a file in it (a read-only mount fails here)."""
     folder = settings.data_dir.resolve()
@@ -117,7 +102,8 @@ def check_shared_folder(*, settings: Settings, db: Database) -> str:
                 ClusterSetting(key=FOLDER_ID_KEY, value=expected, updated_at=db_now(session))
             )
             session.flush()  # a failed insert leaves no marker behind
-            _write_marker(marker, expected)  # before the commit: never an id only in the DB
+            # Before the commit: never an id only in the database.
+            write_atomically(marker, expected + "\n")
             log.info("data folder %s now belongs to this database (id %s)", folder, expected)
             return expected
         if expected is None:
