@@ -3,7 +3,6 @@ the cluster-wide read-only switch, the outbox warning, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers.cli import cli_env_file, invoke_cli
-from tests.helpers.processes import wait_for
+from tests.helpers.processes import at_once, wait_for
 from zerospeech_api.app import create_app
 from zerospeech_api.appliance import supervisor
 from zerospeech_api.checks import OUTBOX_WITH_POSTGRES
@@ -62,24 +61,15 @@ def test_the_first_start_ties_the_folder_to_the_database(settings: Settings, db:
 
 
 def test_hosts_starting_together_agree_on_one_id(settings: Settings, db: Database) -> None:
-    ids: list[str] = []
-    errors: list[BaseException] = []
-
-    def start() -> None:
+    def start() -> str:
         other = Database(db.url)
         try:
-            ids.append(check_shared_folder(settings=settings, db=other))
-        except BaseException as exc:
-            errors.append(exc)
+            return check_shared_folder(settings=settings, db=other)
         finally:
             other.dispose()
 
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == [] and len(ids) == 4 and len(set(ids)) == 1
+    ids = at_once(start, 4, timeout=60)  # raises the first error of any of them
+    assert len(ids) == 4 and len(set(ids)) == 1
 
 
 def test_a_wrong_or_local_folder_is_refused(

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event, text
 
 from tests.helpers.factories import make_benchmark, make_submission, make_user, status_of
-from tests.helpers.processes import wait_for
+from tests.helpers.processes import at_once, wait_for
 from zerospeech_api.db import cluster
 from zerospeech_api.db.cluster import db_now, named_lock
 from zerospeech_api.db.engine import Database
@@ -141,23 +141,14 @@ def test_a_worker_whose_clock_runs_ahead_steals_no_lease(
 
 
 def test_concurrent_migrations_all_succeed_once(database_url: str) -> None:
-    errors: list[BaseException] = []
-
     def migrate() -> None:
         db = Database(database_url)
         try:
             upgrade(db.engine)
-        except BaseException as exc:
-            errors.append(exc)
         finally:
             db.dispose()
 
-    threads = [threading.Thread(target=migrate) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
+    at_once(migrate, 4)  # raises the first error of any of them
     db = Database(database_url)
     try:
         assert current_revision(db.engine) == head_revision()

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from tests.helpers.factories import events_of, make_benchmark, make_submission, make_user, status_of
+from tests.helpers.processes import at_once
 from zerospeech_api.db.tables import Job, JobState, SubmissionStatus
 from zerospeech_api.errors import Conflict
 from zerospeech_api.evaluation import jobs
@@ -54,38 +55,21 @@ def test_promote_only_auto_eval_benchmarks_and_is_idempotent(db, uploaded) -> No
 
 def test_concurrent_promotion_makes_one_job_per_submission(db, uploaded) -> None:
     ids = uploaded(6)
-    barrier = threading.Barrier(4)
-
-    def promote() -> None:
-        barrier.wait()
-        jobs.promote_uploaded(db=db, max_attempts=3)
-
-    threads = [threading.Thread(target=promote) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once(lambda: jobs.promote_uploaded(db=db, max_attempts=3), 4)
     assert Counter(j.submission_id for j in job_rows(db)) == Counter(ids)
 
 
 def test_concurrent_claims_never_take_the_same_job(db, uploaded) -> None:
     uploaded(12)
     jobs.promote_uploaded(db=db, max_attempts=3)
-    claimed: list[jobs.Claimed] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(4)
 
-    def claimer(n: int) -> None:
-        barrier.wait()
-        while (job := jobs.claim(db=db, owner=f"w{n}", lease_seconds=60)) is not None:
-            with lock:
-                claimed.append(job)
+    def claimer() -> list[jobs.Claimed]:
+        owner, taken = f"w{threading.get_ident()}", []
+        while (job := jobs.claim(db=db, owner=owner, lease_seconds=60)) is not None:
+            taken.append(job)
+        return taken
 
-    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    claimed = [job for taken in at_once(claimer, 4) for job in taken]
     assert len(claimed) == 12
     assert len({c.job_id for c in claimed}) == 12
     assert all(j.state == JobState.RUNNING and j.attempts == 1 for j in job_rows(db))

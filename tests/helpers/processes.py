@@ -7,10 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -20,6 +22,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+T = TypeVar("T")
+
+
+def at_once(function: Callable[[], T], times: int, *, timeout: float = 120) -> list[T]:
+    """`function` run by `times` threads released together; their results, or the first error."""
+    barrier = threading.Barrier(times)
+
+    def released() -> T:
+        barrier.wait(timeout)
+        return function()
+
+    with ThreadPoolExecutor(times) as pool:
+        futures = [pool.submit(released) for _ in range(times)]
+        return [future.result(timeout) for future in futures]
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "condition") -> Any:
