@@ -29,7 +29,7 @@ OUTBOX_WITH_POSTGRES = (
 def warnings(*, settings: Settings) -> list[str]:
     """What works but is probably not meant (`check` prints it and still succeeds)."""
     found: list[str] = []
-    if not settings.smtp_host and settings.database.startswith("postgresql"):
+    if not settings.smtp_host and settings.uses_postgres:
         found.append(OUTBOX_WITH_POSTGRES)
     return found
 

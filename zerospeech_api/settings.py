@@ -345,6 +345,11 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.data_dir.resolve() / 'zerospeech.db'}"
 
     @property
+    def uses_postgres(self) -> bool:
+        """True when the database is PostgreSQL, which several hosts may share."""
+        return self.database.startswith("postgresql")
+
+    @property
     def node(self) -> str:
         """This host's node name: `node_name`, else the host name, made a safe folder name."""
         return safe_node_name(self.node_name or socket.gethostname())

@@ -65,7 +65,7 @@ class Layout:
 def layout(settings: Settings) -> Layout:
     """<data>/run and <data>/logs on SQLite (one host); on PostgreSQL, which several hosts may
     share with one data folder, each host's own in its node folder (<data>/nodes/<node>/)."""
-    if settings.database.startswith("postgresql"):
+    if settings.uses_postgres:
         return Layout(settings.node_dir.resolve())
     return Layout(settings.data_dir.resolve())
 

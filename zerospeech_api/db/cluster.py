@@ -75,7 +75,7 @@ def named_lock(
     an `flock` on `lock_file`, whose folder must exist (when it does not, the lock is not
     held: there is nothing to lock); None means no other process can reach the database (in
     memory)."""
-    if engine.dialect.name == "postgresql":
+    if is_postgres(engine):
         with _advisory_lock(engine, lock_key(name), wait=wait) as held:
             yield held
     elif lock_file is None:

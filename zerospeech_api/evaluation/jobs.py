@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, select, update
 from sqlalchemy.orm import Session
 
-from zerospeech_api.db.cluster import db_now
+from zerospeech_api.db.cluster import db_now, is_postgres
 from zerospeech_api.db.engine import Database, rows_changed
 from zerospeech_api.db.tables import (
     Benchmark,
@@ -55,10 +55,6 @@ class Claimed:
     attempt: int
     owner: str
     claim: int  # the job's claim number: names this attempt's own folder
-
-
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 _Selected = TypeVar("_Selected")
@@ -141,7 +137,7 @@ def promote_uploaded(*, db: Database, max_attempts: int, limit: int = 100) -> li
     """Queue the `uploaded` submissions of auto-evaluating benchmarks; safe to run concurrently."""
     with db.transaction() as session:
         query = awaiting_promotion(Submission).order_by(Submission.updated_at).limit(limit)
-        if _is_postgres(session):
+        if is_postgres(session):
             # Lock only the submission rows; rows another worker holds are skipped, and a row
             # already moved on is re-checked against the WHERE after the lock (READ COMMITTED).
             query = query.with_for_update(of=Submission, skip_locked=True)
@@ -164,7 +160,7 @@ def claim(*, db: Database, owner: str, lease_seconds: int) -> Claimed | None:
     for _ in range(20):  # skip over jobs whose submission moved on (cancelled) meanwhile
         with db.transaction() as session:
             query = select(Job).where(_queued()).order_by(Job.id).limit(1)
-            if _is_postgres(session):
+            if is_postgres(session):
                 query = query.with_for_update(skip_locked=True)
             job = session.scalar(query)
             if job is None:
@@ -265,7 +261,7 @@ def requeue_expired(*, db: Database) -> list[tuple[str, str]]:
     with db.transaction() as session:
         now = db_now(session)
         query = select(Job).where(lease_expired(now))
-        if _is_postgres(session):
+        if is_postgres(session):
             query = query.with_for_update(skip_locked=True)
         for job in session.scalars(query).all():
             submission = session.get(Submission, job.submission_id)
