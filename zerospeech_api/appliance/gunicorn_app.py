@@ -11,6 +11,7 @@ from gunicorn.app.base import Application
 from uvicorn_worker import UvicornWorker
 
 from zerospeech_api.appliance.http_impl import uvicorn_implementation
+from zerospeech_api.appliance.startup import freeze_for_workers, importing
 from zerospeech_api.evaluation.supervisor import die_with_parent
 from zerospeech_api.metrics.folder import mark_worker_dead
 from zerospeech_api.settings import Settings, SettingsError
@@ -108,11 +109,13 @@ class ZeroSpeechGunicorn(Application):
         the settings of the moment; the code is the master's, so new code needs a restart
         (`ctl restart api`), not a reload.
         """
-        # And anyio's asyncio backend: each worker would load it in its lifespan, before /health.
-        import anyio._backends._asyncio  # noqa: F401
+        with importing():
+            # And anyio's asyncio backend: each worker would load it in its lifespan, before
+            # /health.
+            import anyio._backends._asyncio  # noqa: F401
 
-        import zerospeech_api.app  # noqa: F401
-
+            import zerospeech_api.app  # noqa: F401
+        freeze_for_workers()
         super().run()
 
     def load(self) -> Any:

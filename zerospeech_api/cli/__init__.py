@@ -111,8 +111,11 @@ class LazyGroup(click.Group):
 
     def load(self, name: str) -> click.Command:
         """Import the command `name` and add it to the group."""
+        from zerospeech_api.appliance.startup import importing
+
         module_name, _, attribute = self.lazy[name].target.partition(":")
-        command = getattr(importlib.import_module(module_name), attribute)
+        with importing():
+            command = getattr(importlib.import_module(module_name), attribute)
         if not isinstance(command, click.Command):
             raise TypeError(f"{self.lazy[name].target} is not a click command")
         self.add_command(command, name)

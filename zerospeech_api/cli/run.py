@@ -98,8 +98,11 @@ def dev(ctx: CliContext, demo: bool, no_worker: bool, uvicorn_args: tuple[str, .
 @pass_ctx
 def serve(ctx: CliContext, gunicorn_args: tuple[str, ...]) -> None:
     """Production server: gunicorn with uvicorn workers; extra arguments go to gunicorn."""
-    from zerospeech_api.appliance.gunicorn_app import ZeroSpeechGunicorn
-    from zerospeech_api.settings import load_settings
+    from zerospeech_api.appliance.startup import importing
+
+    with importing():
+        from zerospeech_api.appliance.gunicorn_app import ZeroSpeechGunicorn
+        from zerospeech_api.settings import load_settings
 
     ctx.prepare_to_run()
     use_metrics_folder(ctx.settings)
