@@ -11,14 +11,18 @@ two parts:
    its own data files by path: ON_DISK) and all the .dist-info metadata. The archive is the
    first entry of sys.path when Python runs it, so these are imported straight from the zip
    (zipimport) and never extracted; importlib.metadata reads the metadata from the zip too.
+   This app's own code is zipped as well: only its data folders are extracted (DATA_ON_DISK).
    Each module has its bytecode beside it (`x.pyc` next to `x.py`, the layout zipimport reads),
    `unchecked-hash` because nothing can change inside the zip, and every folder has its own
-   entry (zipimport needs them for namespace packages such as opentelemetry).
+   entry (zipimport needs them for namespace packages such as opentelemetry). The bytecode of
+   the modules imported at start-up is stored uncompressed: every start reads it, and
+   inflating it took a twentieth of the start (the zip grows by a few MB).
 2. Extracted (site-packages/): what must be real files: extension modules (the compiled parts
    of sqlalchemy, pydantic_core, psycopg_binary, httptools, ...: their packages' Python files
    stay in the zip, and packaging/pyz_imports.py, installed by a .pth, loads the compiled
-   submodules from here), the shared libraries they link (*.libs/), and the packages that open
-   their own files (ON_DISK). Start-up modules of the latter get a `checked-hash` pyc in
+   submodules from here), the shared libraries they link (*.libs/), the packages that open
+   their own files (ON_DISK) and the data folders of some zipped ones (DATA_ON_DISK, alembic's
+   migration scripts among them). Start-up modules on disk get a `checked-hash` pyc in
    __pycache__ (extraction gives the sources new mtimes; the source hash keeps the pyc valid),
    the rest compile on first use, cached in SHIV_ROOT when Python may write there.
 3. shiv's bootstrap, with bytecode, and a `__main__.py` that lets it read the zip through the
@@ -60,9 +64,17 @@ _bootstrap.bootstrap()
 
 # Pure-Python packages that still need to be real files, and why.
 ON_DISK = {
-    "zerospeech_api": "jinja2 templates and the alembic migrations are read by path",
     "supervisor": "reads version.txt and serves its web UI files by path",
-    "fastapi_offline": "serves the Swagger UI and ReDoc assets by path",
+}
+# Packages imported from the zip whose data folders are extracted, and why: the code finds
+# those folders with zerospeech_api.files.package_path (in the extraction's site-packages).
+DATA_ON_DISK = {
+    "zerospeech_api": {
+        "templates/": "jinja2 loads the pages and mails by path",
+        "static/": "served by Starlette's StaticFiles, which needs a folder",
+        "db/migrations/": "alembic runs the migration scripts by path",
+    },
+    "fastapi_offline": {"static/": "the Swagger UI and ReDoc assets, served as files"},
 }
 # Packages that also read files of their own, but never at run time here: zipped anyway.
 # tests/appliance/test_pyz_layout.py finds every package of the runtime set that reads its own
@@ -194,8 +206,11 @@ def zipped_tops(names: list[str]) -> set[str]:
 
 def stays_on_disk(relative: str, tops: set[str]) -> bool:
     """True for a file of site-packages that must be extracted: everything of a package that is
-    not zipped, and the extension modules of those that are (packaging/pyz_imports.py)."""
-    return relative.split("/")[0] not in tops or is_extension(relative)
+    not zipped, and of those that are, the extension modules (packaging/pyz_imports.py) and the
+    data folders (DATA_ON_DISK)."""
+    top, _, inside = relative.partition("/")
+    data = DATA_ON_DISK.get(top, {})
+    return top not in tops or is_extension(relative) or inside.startswith(tuple(data))
 
 
 def layout_build_id(environment: bytes) -> bytes:
@@ -235,9 +250,9 @@ def finish(pyz: Path, site_packages: Path) -> tuple[int, int]:
         handle.write(shebang)
         with zipfile.ZipFile(handle, "w") as target:
 
-            def add(name: str, body: bytes, like: zipfile.ZipInfo) -> None:
+            def add(name: str, body: bytes, like: zipfile.ZipInfo, *, stored: bool = False) -> None:
                 entry = zipfile.ZipInfo(name, like.date_time)
-                entry.compress_type = like.compress_type
+                entry.compress_type = zipfile.ZIP_STORED if stored else like.compress_type
                 entry.external_attr = like.external_attr
                 target.writestr(entry, body)
 
@@ -254,7 +269,8 @@ def finish(pyz: Path, site_packages: Path) -> tuple[int, int]:
                     add(relative, body, info)
                     zipped += 1
                     if relative.endswith(".py"):
-                        add(relative + "c", compile_pyc(site_packages, relative, zipped=True), info)
+                        pyc = compile_pyc(site_packages, relative, zipped=True)
+                        add(relative + "c", pyc, info, stored=relative in wanted)
                     continue
                 if info.filename == "__main__.py" or info.filename.startswith("_bootstrap/"):
                     if info.filename == "__main__.py":

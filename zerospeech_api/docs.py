@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import fastapi_offline
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -14,8 +12,9 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from zerospeech_api.deps import PublicRoute
+from zerospeech_api.files import package_path
 
-ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
+ASSETS_DIR = package_path("fastapi_offline", "static")
 ASSETS_PREFIX = "/static/docs"
 # The pages may load only what this server serves: ReDoc's bundle, for one, links its footer logo
 # from a CDN; the policy stops the browser from asking (no request leaves the host).

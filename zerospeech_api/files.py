@@ -1,8 +1,11 @@
-"""Durable file writes: a file replaced whole (temp file, fsync, rename, fsync of the folder)."""
+"""Files: durable writes (a file replaced whole: temp file, fsync, rename, fsync of the folder),
+and where a package's data files are."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -36,3 +39,20 @@ def write_atomically(path: Path, data: bytes | str, *, mode: int = 0o600) -> Non
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def package_path(package: str, *parts: str) -> Path:
+    """A data file or folder shipped inside `package` (an installed package, ours or not).
+
+    From a source tree or a virtual environment, it is in the package's own folder. The pyz
+    imports packages from the zip, where nothing can be opened by path, and extracts their data
+    folders (packaging/finish_pyz.py, DATA_ON_DISK) into its site-packages, which shiv's
+    bootstrap put on sys.path: the first of these places that has it wins.
+    """
+    spec = importlib.util.find_spec(package)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in [*folders, *(str(Path(entry, *package.split("."))) for entry in sys.path)]:
+        candidate = Path(folder, *parts)
+        if candidate.exists():
+            return candidate.resolve()
+    raise FileNotFoundError(f"{'/'.join(parts)} of the package {package} is nowhere on disk")

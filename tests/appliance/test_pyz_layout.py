@@ -66,21 +66,32 @@ def top_level_packages(dist: Distribution) -> set[str]:
     return packages
 
 
-def reads_own_files(package: str) -> list[str]:
-    """The data files (not code) of `package` that its own code names, if it finds files of its
-    own by path or as resources; [] when it does not."""
+def package_root(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     assert spec is not None and spec.submodule_search_locations
-    root = Path(next(iter(spec.submodule_search_locations)))
-    shipped = [p for p in root.rglob("*") if not NOT_SHIPPED & set(p.relative_to(root).parts)]
-    data = [
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def data_files(package: str) -> list[Path]:
+    """The files shipped in `package` that are not code, relative to its folder."""
+    root = package_root(package)
+    return [
         p.relative_to(root)
-        for p in shipped
+        for p in root.rglob("*")
         if p.is_file()
+        and not NOT_SHIPPED & set(p.relative_to(root).parts)
         and p.suffix not in CODE_SUFFIXES
         and ".so." not in p.name
         and p.name != "py.typed"
     ]
+
+
+def reads_own_files(package: str) -> list[str]:
+    """The data files (not code) of `package` that its own code names, if it finds files of its
+    own by path or as resources; [] when it does not."""
+    root = package_root(package)
+    shipped = [p for p in root.rglob("*") if not NOT_SHIPPED & set(p.relative_to(root).parts)]
+    data = data_files(package)
     sources = "\n".join(p.read_text(errors="replace") for p in shipped if p.suffix == ".py")
     if not data or not READS_OWN_FILES.search(sources):
         return []
@@ -105,12 +116,31 @@ def test_no_package_that_reads_its_own_files_is_left_in_the_zip() -> None:
     found = readers()
     # What finish_pyz would zip, by its own rule, of a site-packages holding these packages.
     zipped = layout.zipped_tops([f"{layout.SITE}{name}/__init__.py" for name in found])
-    unreviewed = {name: found[name] for name in zipped if name not in layout.ZIPPED_DATA}
+    reviewed = {*layout.ZIPPED_DATA, *layout.DATA_ON_DISK}
+    unreviewed = {name: found[name] for name in zipped if name not in reviewed}
     assert not unreviewed, (
         "these packages read files of their own but would be imported from the zip: add them "
-        f"to ON_DISK in packaging/finish_pyz.py (or, if they never do at run time, to "
-        f"ZIPPED_DATA with the reason): {unreviewed}"
+        f"to ON_DISK in packaging/finish_pyz.py, their data folders to DATA_ON_DISK (or, if "
+        f"they never read them at run time, the package to ZIPPED_DATA with the reason): "
+        f"{unreviewed}"
     )
+
+
+def test_the_data_files_a_zipped_package_names_are_extracted() -> None:
+    # DATA_ON_DISK packages are zipped but for some folders: every data file their code names
+    # (or a folder holding it) must be in one of those, which finish_pyz leaves on disk.
+    layout = finish_pyz()
+    found = readers()
+    for package in layout.DATA_ON_DISK:
+        on_disk = [
+            path.parts
+            for path in data_files(package)
+            if layout.stays_on_disk(f"{package}/{path.as_posix()}", {package})
+        ]
+        for name in found[package]:
+            assert any(name in parts for parts in on_disk), (package, name)
+        # And the code stays in the zip.
+        assert not layout.stays_on_disk(f"{package}/__init__.py", {package})
 
 
 def test_the_finder_sees_the_packages_known_to_read_their_files() -> None:
@@ -119,6 +149,7 @@ def test_the_finder_sees_the_packages_known_to_read_their_files() -> None:
     layout = finish_pyz()
     found = readers()
     assert set(layout.ON_DISK) <= set(found), set(layout.ON_DISK) - set(found)
+    assert set(layout.DATA_ON_DISK) <= set(found), set(layout.DATA_ON_DISK) - set(found)
     assert set(layout.ZIPPED_DATA) <= set(found), set(layout.ZIPPED_DATA) - set(found)
     assert "templates" in found["zerospeech_api"] and "version.txt" in found["supervisor"]
     assert "fastapi" not in found  # data files it never opens (its .agents notes)

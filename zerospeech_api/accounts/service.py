@@ -14,7 +14,6 @@ import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
 from functools import lru_cache, partial
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
@@ -34,6 +33,7 @@ from zerospeech_api.errors import (
     NotFound,
     Unauthorized,
 )
+from zerospeech_api.files import package_path
 from zerospeech_api.mail import Mailer
 from zerospeech_api.security import ratelimit
 from zerospeech_api.security.passwords import (
@@ -77,7 +77,7 @@ PASSWORD_CHANGED = "password changed: every session has ended, log in again"
 RESET_SENT = "if an account exists for this address, a reset link has been sent to it"
 VERIFY_SENT = "if an unverified account exists for this address, a new link has been sent to it"
 
-MAIL_TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "mail"
+MAIL_TEMPLATES_DIR = package_path("zerospeech_api", "templates", "mail")
 
 
 @lru_cache(maxsize=1)

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from zerospeech_api.files import package_path
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS_DIR = package_path("zerospeech_api.db", "migrations")
 # `revision: str = "0005"` and `down_revision: str | None = "0004"` (or None) in each script
 _REVISION = re.compile(
     r"^(?P<key>revision|down_revision)\b[^=\n]*=\s*(?:[\"'](?P<id>[^\"']+)[\"']|None)\s*$",

@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from zerospeech_api.files import package_path
 from zerospeech_api.leaderboards.cache import etag_of
 from zerospeech_api.leaderboards.definition import format_number
 from zerospeech_api.leaderboards.router import cached_response
@@ -25,9 +25,8 @@ from zerospeech_api.pages import csrf
 if TYPE_CHECKING:
     import jinja2
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = PACKAGE_DIR / "templates"
-STATIC_DIR = PACKAGE_DIR / "static"
+TEMPLATES_DIR = package_path("zerospeech_api", "templates")
+STATIC_DIR = package_path("zerospeech_api", "static")
 STATIC_PREFIX = "/page/static"
 # The files under /page/static/ and their types (nothing else is served from there).
 STATIC_FILES = {"style.css": "text/css; charset=utf-8", "icon.svg": "image/svg+xml"}
