@@ -1,15 +1,18 @@
-"""The one durable write (files.py), and the writers that use it."""
+"""The one durable write (files.py), the writers that use it, and where package data is."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import stat
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from zerospeech_api.files import write_atomically
+from zerospeech_api.files import package_path, write_atomically
 from zerospeech_api.leaderboards.results import read_results, write_results
 from zerospeech_api.mail import Mailer, outbox_dir
 from zerospeech_api.settings import Settings
@@ -74,3 +77,31 @@ def test_results_and_outbox_mails_are_durable(
     (mail,) = outbox_dir(settings).glob("*.eml")
     assert stat.S_IMODE(mail.stat().st_mode) == 0o600  # links with tokens: owner only
     assert {mail.stat().st_ino, mail.parent.stat().st_ino} <= set(synced)
+
+
+def test_package_path_finds_data_in_the_package_folder() -> None:
+    templates = package_path("zerospeech_api", "templates")
+    assert (templates / "base.html").is_file()
+    assert package_path("zerospeech_api.db", "migrations", "env.py").is_file()
+
+
+def test_package_path_finds_data_extracted_beside_a_zipped_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in the pyz: the package's code in a zip, its data folder in a site-packages on sys.path.
+    archive = tmp_path / "app.pyz"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("zr_probe_package/__init__.py", "")
+    extracted = tmp_path / "site-packages" / "zr_probe_package" / "templates"
+    extracted.mkdir(parents=True)
+    (extracted / "page.html").write_text("<p>")
+    monkeypatch.syspath_prepend(str(tmp_path / "site-packages"))
+    monkeypatch.syspath_prepend(str(archive))
+    try:
+        found = package_path("zr_probe_package", "templates", "page.html")
+        assert found == (extracted / "page.html").resolve()
+        assert ".pyz" in importlib.import_module("zr_probe_package").__file__
+        with pytest.raises(FileNotFoundError, match="missing.html of the package"):
+            package_path("zr_probe_package", "missing.html")
+    finally:
+        sys.modules.pop("zr_probe_package", None)
