@@ -50,6 +50,7 @@ SITE = "site-packages/"
 FINDER = "_zerospeech_imports.py"  # packaging/pyz_imports.py inside the pyz
 PTH = "_zerospeech_imports.pth"
 METADATA_INDEX = "_zerospeech_imports.json"  # read by pyz_imports.ZipDistributions
+EXTRACTED_INDEX = "_zerospeech_extracted.json"  # read by pyz_boot: what the first run extracts
 BOOT = "_zerospeech_boot.py"  # packaging/pyz_boot.py inside the pyz
 # shiv's __main__.py runs `_bootstrap.bootstrap()`; ours first lets the bootstrap read the zip
 # through zipimport (packaging/pyz_boot.py), which spares a read of the whole zip directory.
@@ -308,6 +309,8 @@ def finish(pyz: Path, site_packages: Path) -> tuple[int, int]:
             add(FINDER + "c", compile_pyc(site_packages, FINDER, zipped=True), like)
             add(f"{SITE}{PTH}", f"import {FINDER.removesuffix('.py')}\n".encode(), like)
             add(METADATA_INDEX, metadata_index(tops), like)
+            to_extract = sorted(n for n in target.namelist() if n.startswith(SITE))
+            add(EXTRACTED_INDEX, json.dumps(to_extract, indent=0).encode(), like)
             boot = Path(__file__).with_name(HELPERS[BOOT]).read_bytes()
             add(BOOT, boot, like)
             add(BOOT + "c", compile_member(site_packages, BOOT, boot), like)

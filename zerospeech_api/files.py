@@ -47,12 +47,26 @@ def package_path(package: str, *parts: str) -> Path:
     From a source tree or a virtual environment, it is in the package's own folder. The pyz
     imports packages from the zip, where nothing can be opened by path, and extracts their data
     folders (packaging/finish_pyz.py, DATA_ON_DISK) into its site-packages, which shiv's
-    bootstrap put on sys.path: the first of these places that has it wins.
+    bootstrap put on sys.path: the first of these places that has it wins. On a first run the
+    extraction may still be running beside the imports: then the search waits for it (the pyz's
+    start-up module, packaging/pyz_boot.py) and runs once more.
     """
-    spec = importlib.util.find_spec(package)
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    for folder in [*folders, *(str(Path(entry, *package.split("."))) for entry in sys.path)]:
-        candidate = Path(folder, *parts)
-        if candidate.exists():
-            return candidate.resolve()
+    for attempt in range(2):
+        if attempt:
+            finish_extraction()
+        spec = importlib.util.find_spec(package)
+        folders = list(spec.submodule_search_locations or []) if spec else []
+        for folder in [*folders, *(str(Path(e, *package.split("."))) for e in sys.path)]:
+            candidate = Path(folder, *parts)
+            if candidate.exists():
+                return candidate.resolve()
     raise FileNotFoundError(f"{'/'.join(parts)} of the package {package} is nowhere on disk")
+
+
+def finish_extraction() -> None:
+    """From the pyz, on its first run: wait until its files are extracted, if that still runs
+    beside this process's imports (packaging/pyz_boot.py); otherwise nothing to do. For code
+    about to read those files by path, or to run another program from them."""
+    boot = sys.modules.get("_zerospeech_boot")  # the pyz's start-up module
+    if boot is not None:
+        boot.finish_extraction()

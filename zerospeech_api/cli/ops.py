@@ -94,10 +94,13 @@ def _switch_user(ctx: CliContext, user: str) -> None:
     """Become `user` (supervise started as root), check what it needs, start again as it."""
     from zerospeech_api.appliance import supervisor
     from zerospeech_api.appliance.pyz import archive_path, program_command, shiv_root
+    from zerospeech_api.files import finish_extraction
 
     data_dir = ctx.settings.data_dir.resolve()
     env_file = env_file_path(ctx.env_file).resolve()
     has_env_file = env_file.is_file()  # while root: the user may not even see it
+    # A first run's extraction that still runs is finished while root (it renames its folder).
+    finish_extraction()
     error = supervisor.become_user(user)
     if error:
         fail(error)
