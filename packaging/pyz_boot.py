@@ -201,9 +201,12 @@ class Extraction:
                     members.sort(key=lambda info: extraction_order(info.filename))
                     for info in members:
                         path = self.temporary / info.filename
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_bytes(archive.read(info))
-                        os.chmod(path, info.external_attr >> 16)  # as shiv does
+                        if info.is_dir():
+                            path.mkdir(parents=True, exist_ok=True)
+                        else:
+                            path.parent.mkdir(parents=True, exist_ok=True)
+                            path.write_bytes(archive.read(info))
+                            os.chmod(path, info.external_attr >> 16)  # as shiv does
                         report.write(f"{info.filename}\n")
                         report.flush()
             return 0
@@ -218,11 +221,14 @@ class Extraction:
                 with self.changed:
                     self.written.add(line.rstrip("\n"))
                     self.changed.notify_all()
-            _pid, status = os.waitpid(self.child, 0)
-            if os.waitstatus_to_exitcode(status) != 0 or self.written != self.members:
-                raise OSError(
-                    f"the extraction process stopped ({os.waitstatus_to_exitcode(status)})"
-                )
+            try:
+                _pid, status = os.waitpid(self.child, 0)
+                code = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:  # reaped by another waitpid (a server's SIGCHLD handler)
+                code = 0  # what it wrote, below, tells
+            if code != 0 or self.written != self.members:
+                missing = len(self.members - self.written)
+                raise OSError(f"the extraction process stopped ({code}, {missing} files missing)")
             with self.loading:
                 shutil.move(str(self.temporary), str(self.target))
                 self.renamed = True
