@@ -8,14 +8,14 @@ and a first run that extracts beside the imports.
    through the zipimporter (its directory is cached), and a real ZipFile is opened only for
    what needs one, the first run's extraction.
 2. On the first run shiv extracts site-packages/ (the compiled modules, the data folders: what
-   packaging/finish_pyz.py leaves on disk) before anything is imported, a fifth of a second on
-   a small machine. `Extraction` runs the same extraction (shiv's lock, its temporary folder,
-   the same atomic rename at the end) in a thread while the start imports the rest from the
-   zip, compiled modules first, in the order the start needs them; an import that needs an
-   extracted file waits for that file only (`PendingFiles`). Modules loaded from the
-   temporary folder are pointed at the final one after the rename; the rename waits for any
-   such load in progress. Before a fork, at exit and in `importlib.invalidate_caches()` (which
-   `zerospeech_api.files.package_path` calls before giving up) the extraction is finished.
+   packaging/finish_pyz.py leaves on disk) before anything is imported, a fifth to half a
+   second on a small machine. `Extraction` does the same work (shiv's lock, its temporary
+   folder, the same atomic rename) in a child process forked at boot, compiled modules first,
+   in the order the start needs them, while the start imports the rest from the zip; an import
+   that needs an extracted file waits for that file only (`PendingFiles`). Modules loaded from
+   the temporary folder are pointed at the final one after the rename, which waits for any such
+   load in progress. A fork of this process, and `finish_extraction()` (reads of the data
+   folders by path, `supervise` before it changes user), wait for the whole extraction.
 Everything else is shiv's own code, unchanged.
 
 finish_pyz puts this file at the root of the zip as `_zerospeech_boot` and a `__main__.py` that
@@ -162,7 +162,7 @@ class Extraction:
         self.written: set[str] = set()
         self.renamed = False  # the temporary folder is the final one now
         self.finished = False
-        self.error: BaseException | str | None = None
+        self.error: BaseException | None = None
         self.changed = threading.Condition()
         # Held while a module loads from the temporary folder: the rename waits for it.
         self.loading = threading.RLock()
@@ -172,8 +172,8 @@ class Extraction:
     def start(self) -> None:
         from _zerospeech_imports import install as install_imports
 
-        # Now: imported here, the helper no longer installs itself from the .pth (a module runs
-        # once), which would be too late anyway while the folder is being extracted.
+        # Installed here: imported now, the helper would not install itself again from the .pth
+        # (a module runs once), and the folder that .pth is in may not be complete yet.
         install_imports(str(self.site))
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.lock = self.bootstrap.FileLock(Path(self.target.parent, f".{self.target.name}_lock"))
