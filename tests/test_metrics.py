@@ -256,3 +256,26 @@ def test_the_folder_is_emptied_and_handed_to_the_children(
     assert folder.is_relative_to(settings.data_dir.resolve())
     assert list(folder.iterdir()) == []
     assert os.environ[MULTIPROCESS_ENV] == str(folder)
+
+
+def test_a_file_a_worker_is_creating_does_not_fail_the_scrape(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker creates its metrics file empty, then sizes it: a scrape in between read the
+    empty file with prometheus-client's reader and answered 500."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.values import MultiProcessValue
+
+    from zerospeech_api.metrics.router import WorkerFiles
+
+    folder = metrics_folder(make_settings())
+    folder.mkdir(parents=True)
+    monkeypatch.setenv(MULTIPROCESS_ENV, str(folder))
+    # Another worker's counter, written the way the library writes it (pid 4242).
+    value_class = MultiProcessValue(process_identifier=lambda: 4242)
+    value_class("counter", "zr_probe_total", "zr_probe_total", (), (), "").inc(3)
+    (folder / "counter_4343.db").touch()  # a worker's file, created and not yet sized
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WorkerFiles(str(folder)))
+    samples = {s.name: s.value for m in registry.collect() for s in m.samples}
+    assert samples["zr_probe_total"] == 3

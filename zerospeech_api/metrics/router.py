@@ -8,13 +8,16 @@ ZR_FORWARDED_ALLOW_IPS=* any client could claim to be loopback: then only the to
 
 from __future__ import annotations
 
+import glob
 import hmac
 import ipaddress
 import os
+from collections.abc import Iterable
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from zerospeech_api.db.engine import Database
@@ -25,11 +28,40 @@ from zerospeech_api.metrics.folder import MULTIPROCESS_ENV
 from zerospeech_api.metrics.http import HttpMetrics
 from zerospeech_api.settings import Settings
 
+# A metrics file starts with the length of its used part (4 bytes, padded to 8 where the values
+# begin): a shorter file is one still being created.
+HEADER_BYTES = 8
 NOT_LOOPBACK = "/metrics is served to loopback clients, or with ZR_METRICS_TOKEN as a bearer token"
 WRONG_TOKEN = "wrong metrics token (Authorization: Bearer <ZR_METRICS_TOKEN>)"
 
 # No caller needed: `check_access` lets in loopback clients and holders of the metrics token.
 router = APIRouter(tags=["system"], route_class=PublicRoute)
+
+
+class WorkerFiles:
+    """prometheus-client's multiprocess collection (every worker's files, merged), minus any
+    file a worker is creating at this moment.
+
+    A worker creates its file empty and then sizes it; the library's reader fails on an empty
+    file (struct.error), so a scrape that comes in between answers 500 (a CI run got one right
+    after a start). Such a file holds no value yet: leaving it out loses nothing."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def collect(self) -> Iterable[Metric]:
+        files = glob.glob(os.path.join(self.folder, "*.db"))
+        merged: Iterable[Metric] = MultiProcessCollector.merge(
+            [f for f in files if _sized(f)], accumulate=True
+        )
+        return merged
+
+
+def _sized(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= HEADER_BYTES
+    except OSError:  # gone since the listing (a dead worker's gauges)
+        return False
 
 
 class Metrics:
@@ -40,7 +72,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         folder = os.environ.get(MULTIPROCESS_ENV)
         if folder:  # every worker's files, this process's included
-            MultiProcessCollector(self.registry, path=folder)
+            self.registry.register(WorkerFiles(folder))
         else:  # a single process (tests, a bare uvicorn): its own instruments
             self.registry.register(self.http.requests)
             self.registry.register(self.http.duration)
