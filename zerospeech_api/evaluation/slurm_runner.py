@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import shlex
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -114,6 +115,8 @@ LOG_CHUNK = 65536
 # Slurm states in which the batch script ran to its end (so it recorded the exit code), and how
 # many polls to wait for that file before believing it is not there.
 RAN_TO_END = frozenset({"COMPLETED", "FAILED"})
+# An evaluator ended by SIGTERM or SIGKILL, as the batch script records it (128 + signal).
+KILLED_CODES = frozenset({128 + signal.SIGTERM, 128 + signal.SIGKILL})
 LATE_POLLS = 3
 
 
@@ -523,15 +526,18 @@ class SlurmRunner:
             if f.late_polls <= LATE_POLLS:
                 return
         self._copy_output(f)
-        if code is None:
-            info = self.slurm.show(slurm_job_id) or info  # scontrol: exit code and reason
+        if code is None or code in KILLED_CODES:
+            # scontrol: the exit code and reason, and whether Slurm's time limit ended it (its
+            # SIGTERM may reach the evaluator before the KILL, and the script record 143).
+            info = self.slurm.show(slurm_job_id) or info
         state = info.state if info else "ended"
         f.sink.line(f"Slurm job {slurm_job_id} {state}")
         output = f.run.work / ENTRY_FILE
-        if code is not None:
+        if info is not None and info.state == TIMEOUT:
+            timeout_code = code if code is not None else info.exit_code
+            outcome = timed_out_outcome(f.limit_seconds, exit_code=timeout_code, log=f.sink)
+        elif code is not None:
             outcome = command_outcome(code=code, output=output, facts=f.plan.facts, log=f.sink)
-        elif info is not None and info.state == TIMEOUT:
-            outcome = timed_out_outcome(f.limit_seconds, exit_code=info.exit_code, log=f.sink)
         else:
             why = f"{info.state} ({info.reason})" if info else "and Slurm forgot it"
             reason = f"Slurm job {slurm_job_id} ended {why} before the evaluator finished"
