@@ -329,8 +329,10 @@ class PendingFiles:
         if not self.done:
             self.done = True
             sys.path_importer_cache.pop(str(self.extraction.site), None)
+            from _zerospeech_imports import ExtractedExtensions  # imported by start()
+
             for finder in sys.meta_path:
-                if type(finder).__name__ == "ExtractedExtensions":  # _zerospeech_imports
+                if isinstance(finder, ExtractedExtensions):
                     finder.invalidate_caches()
 
 
